@@ -1,0 +1,5 @@
+"""Errors raised by the storage layer."""
+
+
+class StoreError(Exception):
+    """Base of every error raised by `store/`."""
