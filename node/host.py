@@ -1,0 +1,53 @@
+"""The libp2p host: TCP, Noise only, Yamux only; identify and ping stay standard.
+
+py-libp2p 0.8.1's default host also accepts /plaintext/2.0.0, /secio/1.0.0 and TLS, and offers mplex:
+we pass explicit security and muxer options so that a dialer offering anything but Noise fails
+security negotiation, and every connection is authenticated and encrypted. The identify and ping
+handlers of the default host are kept as they are, so go-libp2p and js-libp2p peers can identify and
+ping us.
+"""
+
+from __future__ import annotations
+
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.network.config import ConnectionConfig, RetryConfig
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+
+# One connection per peer: with more, py-libp2p waits 250 ms per dial (happy eyeballs) and our
+# protocols gain nothing from parallel connections (Yamux multiplexes streams on one).
+MAX_CONNECTIONS_PER_PEER = 1
+# A peer that does not finish the TCP + Noise + Yamux handshake within this is given up on.
+DIAL_TIMEOUT_S = 5.0
+
+
+def build_host(device_seed: bytes) -> IHost:
+    """A host whose libp2p identity is this device's Ed25519 key (device id = peer id)."""
+    key_pair = create_new_key_pair(device_seed)
+    # The Noise static key is separate from the identity key and signed by it during the
+    # handshake (noise-libp2p spec), so a fresh one per process is correct.
+    noise_static = create_x25519_key_pair().private_key
+    host = new_host(
+        key_pair=key_pair,
+        sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(key_pair, noise_privkey=noise_static)},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+        connection_config=ConnectionConfig(
+            max_connections_per_peer=MAX_CONNECTIONS_PER_PEER,
+            dial_timeout=DIAL_TIMEOUT_S,
+            # The swarm's auto-connector dials peers from the peerstore until it holds
+            # min_connections; which peers we keep connections to is our decision (bootstrap
+            # list, later sync), so it has nothing to do.
+            min_connections=0,
+            low_watermark=0,
+        ),
+    )
+    # The swarm would retry a failed dial 3 times on its own; our redial loop owns retry policy
+    # (node/bootstrap.py), so one dial is one attempt and its failure is reported at once.
+    host.get_network().retry_config = RetryConfig(max_retries=0)  # type: ignore[attr-defined]
+    return host

@@ -1,0 +1,185 @@
+"""This device's identity on disk: `init` creates it, `run` and `id` load it.
+
+`init` writes everything into a staging directory inside the data directory first and moves the
+pieces into place at the end, the key directory last: the keys are what makes a data directory
+"initialised", so a crash at any point leaves either no identity (and `init` can simply run again)
+or a complete one. Existing keys are never overwritten (node/keys.py opens them with O_EXCL).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nacl.public
+import nacl.signing
+import nacl.utils
+
+from node.config import CONFIG_FILE, render_default_config_file
+from node.errors import NodeError
+from node.keys import (
+    KeyFileError,
+    device_key_file,
+    encryption_key_file,
+    identity_key_file,
+)
+from node.runtime import TOKEN_FILE, create_token_file
+from protocols.did import did_from_ed25519_public_key
+from protocols.identity_records import DeviceCertificate, EncryptionKeyBinding
+from protocols.peer_id import peer_id_from_ed25519_public_key
+from store.database import open_database
+from store.identity import (
+    DeviceRow,
+    IdentityRow,
+    list_devices,
+    load_identity,
+    save_device,
+    save_identity,
+)
+
+DATABASE_FILE = "vivim.db"
+KEYS_DIR = "keys"
+DATA_DIR_MODE = 0o700
+
+
+class IdentityExists(NodeError):
+    """`init` found an identity already; it never overwrites one."""
+
+
+class NotInitialised(NodeError):
+    """The data directory holds no identity yet."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublicIdentity:
+    did: str
+    peer_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalIdentity(PublicIdentity):
+    device_seed: bytes
+
+
+def is_initialised(data_dir: Path) -> bool:
+    return (data_dir / KEYS_DIR).exists()
+
+
+def init_data_dir(data_dir: Path, *, now_ms: int) -> PublicIdentity:
+    """Create a new identity, its keys, this device's certificate, config and database."""
+    if is_initialised(data_dir):
+        raise IdentityExists(
+            f"{data_dir} already holds an identity; `init` never overwrites one. "
+            "Use another --data-dir for a new identity"
+        )
+    if (data_dir / DATABASE_FILE).exists():
+        raise IdentityExists(
+            f"{data_dir / DATABASE_FILE} exists but {data_dir / KEYS_DIR} does not: restore the "
+            "keys from a backup, or move the database away to start a new identity"
+        )
+    data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+    identity_key = nacl.signing.SigningKey.generate()
+    encryption_key = nacl.public.PrivateKey.generate()
+    device_seed = nacl.utils.random(32)
+    device_key = nacl.signing.SigningKey(device_seed)
+
+    identity_public = bytes(identity_key.verify_key)
+    device_public = bytes(device_key.verify_key)
+    did = did_from_ed25519_public_key(identity_public)
+    peer_id = peer_id_from_ed25519_public_key(device_public)
+    binding = EncryptionKeyBinding.create(
+        signing_key=identity_key,
+        did=did,
+        encryption_public_key=bytes(encryption_key.public_key),
+        key_version=1,
+        issued_at_ms=now_ms,
+    )
+    certificate = DeviceCertificate.create(
+        signing_key=identity_key,
+        did=did,
+        device_public_key=device_public,
+        approver=did,
+        issued_at_ms=now_ms,
+    )
+
+    staging = Path(tempfile.mkdtemp(prefix=".init-", dir=data_dir))
+    try:
+        identity_key_file(staging).write_new(bytes(identity_key))
+        encryption_key_file(staging).write_new(bytes(encryption_key))
+        device_key_file(staging).write_new(device_seed)
+        create_token_file(staging / TOKEN_FILE)
+        (staging / CONFIG_FILE).write_text(render_default_config_file())
+        db = open_database(staging / DATABASE_FILE)
+        try:
+            save_identity(
+                db,
+                IdentityRow(
+                    did=did,
+                    signing_public_key=identity_public,
+                    encryption_public_key=bytes(encryption_key.public_key),
+                    encryption_key_binding=binding.to_wire(),
+                    created_at_ms=now_ms,
+                ),
+            )
+            save_device(
+                db,
+                DeviceRow(
+                    peer_id=peer_id,
+                    did=did,
+                    public_key=device_public,
+                    certificate=certificate.to_wire(),
+                    trust_chain=(did,),
+                    approved_by=did,
+                    created_at_ms=now_ms,
+                ),
+            )
+        finally:
+            db.close()
+        # A config.toml the person wrote before `init` is kept; so is an API token.
+        for name in (DATABASE_FILE, CONFIG_FILE, TOKEN_FILE):
+            if not (data_dir / name).exists():
+                os.replace(staging / name, data_dir / name)
+        os.replace(staging / KEYS_DIR, data_dir / KEYS_DIR)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return PublicIdentity(did=did, peer_id=peer_id)
+
+
+def load_local_identity(data_dir: Path) -> LocalIdentity:
+    """The DID and this device's private key, for the running node."""
+    public = load_public_identity(data_dir)
+    seed = device_key_file(data_dir).read()
+    return LocalIdentity(did=public.did, peer_id=public.peer_id, device_seed=seed)
+
+
+def load_public_identity(data_dir: Path) -> PublicIdentity:
+    """The DID and this device's peer id; the device key must be one the database knows."""
+    if not is_initialised(data_dir):
+        raise NotInitialised(
+            f"{data_dir} holds no identity yet: run `vivim-node init` "
+            "(or pass the --data-dir you initialised)"
+        )
+    key_file = device_key_file(data_dir)
+    peer_id = peer_id_from_ed25519_public_key(
+        bytes(nacl.signing.SigningKey(key_file.read()).verify_key)
+    )
+    db = open_database(data_dir / DATABASE_FILE)
+    try:
+        identity = load_identity(db)
+        devices = {device.peer_id for device in list_devices(db)}
+    finally:
+        db.close()
+    if identity is None:
+        raise NotInitialised(
+            f"{data_dir / DATABASE_FILE} holds no identity although keys exist: restore the "
+            "database from a backup"
+        )
+    if peer_id not in devices:
+        raise KeyFileError(
+            f"{key_file.path} is the key of device {peer_id}, which the database does not know: "
+            "restore the matching key or database from a backup"
+        )
+    return PublicIdentity(did=identity.did, peer_id=peer_id)

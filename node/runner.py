@@ -1,0 +1,196 @@
+"""`vivim-node run`: the node process, from start to ready line to clean shutdown.
+
+One trio nursery holds everything the node does (connection watcher, control API, bootstrap
+redialers); SIGINT or SIGTERM cancels it, the host closes its connections, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sys
+import time
+from functools import partial
+from importlib.metadata import version
+from typing import Any, TextIO
+
+import structlog
+import trio
+from libp2p.abc import IHost
+from multiaddr import Multiaddr
+
+from node.api import ApiBackend, build_app, serve_api
+from node.bootstrap import keep_connected
+from node.config import Config
+from node.connections import ConnectionWatcher
+from node.database import Database
+from node.errors import NodeError
+from node.host import build_host
+from node.identity import LocalIdentity, load_local_identity
+from node.metrics import NodeMetrics
+from node.runtime import read_token, remove_runtime_file, run_lock, write_runtime_file
+from store import peers as peer_store
+
+log = structlog.get_logger()
+
+
+class ListenError(NodeError):
+    """A listen address could not be bound."""
+
+
+def _bind_problem(addr: str) -> str:
+    """Why binding a listen address fails (py-libp2p only logs it), for the error message."""
+    ma = Multiaddr(addr)
+    family, host = (
+        (socket.AF_INET6, ma.value_for_protocol("ip6"))
+        if "ip6" in [p.name for p in ma.protocols()]
+        else (socket.AF_INET, ma.value_for_protocol("ip4"))
+    )
+    port = int(ma.value_for_protocol("tcp"))
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            return err.strerror or str(err)
+    return "the listener did not start (see the log above)"
+
+
+def check_listening(host: IHost, wanted: tuple[str, ...]) -> None:
+    listening = host.get_transport_addrs()
+    if len(listening) < len(wanted):
+        got = {str(a) for a in listening}
+        missing = [a for a in wanted if a not in got and not a.endswith("/tcp/0")] or list(wanted)
+        addr = missing[0]
+        raise ListenError(
+            f"cannot listen on {addr}: {_bind_problem(addr)}. Is another node using that port? "
+            "Pick another with --listen /ip4/127.0.0.1/tcp/<port> (port 0: any free port)"
+        )
+
+
+class NodeState:
+    """What the API and metrics read from the running node."""
+
+    def __init__(self, identity: LocalIdentity, host: IHost, db: Database) -> None:
+        self.identity = identity
+        self.host = host
+        self.db = db
+        self.started = time.monotonic()
+        self.watcher = ConnectionWatcher(host, self.record_peer_seen)
+        self.metrics = NodeMetrics(
+            connected_peers=lambda: len(self.host.get_connected_peers()),
+            uptime_s=self.uptime_s,
+        )
+
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def addrs(self) -> list[str]:
+        return [str(a) for a in self.host.get_addrs()]
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "did": self.identity.did,
+            "peer_id": self.identity.peer_id,
+            "addrs": self.addrs(),
+            "uptime_s": round(self.uptime_s(), 3),
+            "connected_peers": len(self.host.get_connected_peers()),
+            "version": version("vivim-node"),
+        }
+
+    async def record_peer_seen(self, peer_id: str, addrs: list[str], seen_at_ms: int) -> None:
+        await self.db.write(peer_store.record_peer_seen, peer_id, addrs, seen_at_ms)
+
+    async def peers(self) -> list[dict[str, Any]]:
+        known = await self.db.read(peer_store.list_peers)
+        connected = {str(p) for p in self.host.get_connected_peers()}
+        rows: dict[str, dict[str, Any]] = {
+            p.peer_id: {
+                "peer_id": p.peer_id,
+                "did": p.did,
+                "addrs": list(p.addrs),
+                "connected": p.peer_id in connected,
+                "last_seen_ms": p.last_seen_ms,
+            }
+            for p in known
+        }
+        for peer_id in connected - rows.keys():
+            # Connected before the watcher's next poll recorded it.
+            rows[peer_id] = {
+                "peer_id": peer_id,
+                "did": None,
+                "addrs": self.watcher.peer_addrs(peer_id),
+                "connected": True,
+                "last_seen_ms": None,
+            }
+        return sorted(rows.values(), key=lambda r: (not r["connected"], r["peer_id"]))
+
+
+async def _stop_on_signal(cancel_scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("node.stopping", signal=signal.Signals(signum).name)
+            cancel_scope.cancel()
+            return
+
+
+async def run_node(config: Config, stdout: TextIO = sys.stdout) -> None:
+    identity = load_local_identity(config.data_dir)
+    with run_lock(config.data_dir), structlog.contextvars.bound_contextvars(
+        node_id=identity.peer_id
+    ):
+        token = read_token(config.data_dir)
+        db = await Database.open(config.data_dir / "vivim.db")
+        try:
+            await _serve(config, identity, db, token, stdout)
+        finally:
+            remove_runtime_file(config.data_dir)
+            await db.aclose()
+    log.info("node.stopped")
+
+
+async def _serve(
+    config: Config, identity: LocalIdentity, db: Database, token: str, stdout: TextIO
+) -> None:
+    host = build_host(identity.device_seed)
+    state = NodeState(identity, host, db)
+    async with host.run([Multiaddr(a) for a in config.listen]):
+        check_listening(host, config.listen)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+            nursery.start_soon(state.watcher.run)
+            app = build_app(
+                ApiBackend(status=state.status, peers=state.peers, metrics=state.metrics.render),
+                token,
+                config.data_dir / "api.token",
+            )
+            try:
+                api_url = await nursery.start(serve_api, app, config.api_port)
+            except OSError as err:
+                raise NodeError(
+                    f"cannot serve the control API on 127.0.0.1:{config.api_port}: "
+                    f"{err.strerror}. Set api_port = 0 (any free port) or another port"
+                ) from err
+            for addr in config.bootstrap:
+                nursery.start_soon(
+                    partial(
+                        keep_connected,
+                        host,
+                        state.watcher,
+                        addr,
+                        min_s=config.redial_min_s,
+                        max_s=config.redial_max_s,
+                    )
+                )
+            ready = {
+                "event": "ready",
+                "did": identity.did,
+                "peer_id": identity.peer_id,
+                "addrs": state.addrs(),
+                "api": api_url,
+            }
+            write_runtime_file(config.data_dir, ready)
+            log.info("node.ready", addrs=ready["addrs"], api=api_url, bootstrap=len(config.bootstrap))
+            stdout.write(json.dumps(ready) + "\n")
+            stdout.flush()

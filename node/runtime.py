@@ -1,0 +1,126 @@
+"""Files a running node shares with the CLI: the API token, the run lock and `node.json`.
+
+- `api.token` (0600): the bearer token of the local control API; whoever can read the data
+  directory may drive the node, nobody else.
+- `node.lock`: held (flock) by the running node, so two processes never run on one data directory.
+- `node.json`: written when the node is ready, removed at shutdown: pid, API URL, peer id and
+  addresses, which is how `status`, `peers` and `id` find a node whose API port the OS chose.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from node.errors import NodeError
+
+TOKEN_FILE = "api.token"
+LOCK_FILE = "node.lock"
+RUNTIME_FILE = "node.json"
+# 32 random bytes: as strong as the keys themselves.
+TOKEN_BYTES = 32
+
+
+class NotRunning(NodeError):
+    """No node is running on this data directory."""
+
+
+class AlreadyRunning(NodeError):
+    """Another node process holds this data directory."""
+
+
+def create_token_file(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(TOKEN_BYTES) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_token(data_dir: Path) -> str:
+    """The API token; created on first use if an older data directory lacks it."""
+    path = data_dir / TOKEN_FILE
+    if not path.exists():
+        with suppress(FileExistsError):
+            create_token_file(path)
+    token = path.read_text().strip()
+    if not token:
+        raise NodeError(f"{path} is empty: delete it and restart the node to make a new token")
+    return token
+
+
+@contextmanager
+def run_lock(data_dir: Path) -> Iterator[None]:
+    """Hold the data directory for the life of the node process."""
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            pid = _running_pid(data_dir)
+            who = f" (pid {pid})" if pid else ""
+            raise AlreadyRunning(
+                f"another vivim-node is already running on {data_dir}{who}: stop it first, "
+                "or give this one its own --data-dir"
+            ) from err
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_runtime_file(data_dir: Path, info: dict[str, Any]) -> None:
+    path = data_dir / RUNTIME_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), **info}, indent=2) + "\n")
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+def remove_runtime_file(data_dir: Path) -> None:
+    with suppress(FileNotFoundError):
+        (data_dir / RUNTIME_FILE).unlink()
+
+
+def read_runtime_file(data_dir: Path) -> dict[str, Any]:
+    """What the running node wrote, or NotRunning if no live node wrote it."""
+    path = data_dir / RUNTIME_FILE
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise NotRunning(
+            f"no node is running on {data_dir}: start one with `vivim-node run` "
+            "(or pass the --data-dir it runs with)"
+        ) from err
+    except (OSError, ValueError) as err:
+        raise NotRunning(f"{path} is unreadable ({err}); restart the node") from err
+    if not isinstance(info, dict) or not _pid_alive(info.get("pid")):
+        raise NotRunning(
+            f"the node that wrote {path} is no longer running: start it with `vivim-node run`"
+        )
+    return info
+
+
+def _running_pid(data_dir: Path) -> int | None:
+    try:
+        pid = json.loads((data_dir / RUNTIME_FILE).read_text()).get("pid")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return pid if isinstance(pid, int) else None
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
