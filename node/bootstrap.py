@@ -56,6 +56,9 @@ async def keep_connected(
     with structlog.contextvars.bound_contextvars(peer_id=peer_id):
         while True:
             if not watcher.is_connected(peer_id):
+                # py-libp2p refuses, for 60 s, to dial a peer whose addresses all failed once
+                # (its "negative cache"); our backoff owns retry policy, so clear it.
+                host.get_network().unblock_peer(info.peer_id)  # type: ignore[attr-defined]
                 try:
                     with trio.fail_after(DIAL_TIMEOUT_S * 2):
                         await host.connect(info)

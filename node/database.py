@@ -37,6 +37,7 @@ connection and exits. It is shielded from cancellation: it is bounded by the job
 and leaving connections (and the WAL) open is worse than waiting for them.
 """
 
+import contextlib
 import functools
 import queue
 import threading
@@ -81,7 +82,9 @@ class _Job:
                 return
             self._started = True
         result = outcome.capture(self._fn)
-        self._token.run_sync_soon(trio.lowlevel.reschedule, self._task, result)
+        # The run can only have finished if it crashed while the task waited; nobody to wake.
+        with contextlib.suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(trio.lowlevel.reschedule, self._task, result)
 
     def abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
         """On the trio thread, when the waiting task is cancelled: drop the job if not started."""
@@ -200,6 +203,7 @@ class Database(trio.abc.AsyncResource):
         Idempotent; shielded from cancellation (see the module docstring).
         """
         if self._closed:
+            await trio.lowlevel.checkpoint()
             return
         self._closed = True
         db = self._db

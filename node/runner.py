@@ -34,6 +34,9 @@ from store import peers as peer_store
 
 log = structlog.get_logger()
 
+# Budget for closing libp2p connections at shutdown (SIGTERM to exit must stay under 3 s).
+HOST_CLOSE_TIMEOUT_S = 1.0
+
 
 class ListenError(NodeError):
     """A listen address could not be bound."""
@@ -156,41 +159,47 @@ async def _serve(
     host = build_host(identity.device_seed)
     state = NodeState(identity, host, db)
     async with host.run([Multiaddr(a) for a in config.listen]):
-        check_listening(host, config.listen)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
-            nursery.start_soon(state.watcher.run)
-            app = build_app(
-                ApiBackend(status=state.status, peers=state.peers, metrics=state.metrics.render),
-                token,
-                config.data_dir / "api.token",
-            )
-            try:
-                api_url = await nursery.start(serve_api, app, config.api_port)
-            except OSError as err:
-                raise NodeError(
-                    f"cannot serve the control API on 127.0.0.1:{config.api_port}: "
-                    f"{err.strerror}. Set api_port = 0 (any free port) or another port"
-                ) from err
-            for addr in config.bootstrap:
-                nursery.start_soon(
-                    partial(
-                        keep_connected,
-                        host,
-                        state.watcher,
-                        addr,
-                        min_s=config.redial_min_s,
-                        max_s=config.redial_max_s,
-                    )
+        try:
+            check_listening(host, config.listen)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+                nursery.start_soon(state.watcher.run)
+                app = build_app(
+                    ApiBackend(status=state.status, peers=state.peers, metrics=state.metrics.render),
+                    token,
+                    config.data_dir / "api.token",
                 )
-            ready = {
-                "event": "ready",
-                "did": identity.did,
-                "peer_id": identity.peer_id,
-                "addrs": state.addrs(),
-                "api": api_url,
-            }
-            write_runtime_file(config.data_dir, ready)
-            log.info("node.ready", addrs=ready["addrs"], api=api_url, bootstrap=len(config.bootstrap))
-            stdout.write(json.dumps(ready) + "\n")
-            stdout.flush()
+                try:
+                    api_url = await nursery.start(serve_api, app, config.api_port)
+                except OSError as err:
+                    raise NodeError(
+                        f"cannot serve the control API on 127.0.0.1:{config.api_port}: "
+                        f"{err.strerror}. Set api_port = 0 (any free port) or another port"
+                    ) from err
+                for addr in config.bootstrap:
+                    nursery.start_soon(
+                        partial(
+                            keep_connected,
+                            host,
+                            state.watcher,
+                            addr,
+                            min_s=config.redial_min_s,
+                            max_s=config.redial_max_s,
+                        )
+                    )
+                ready = {
+                    "event": "ready",
+                    "did": identity.did,
+                    "peer_id": identity.peer_id,
+                    "addrs": state.addrs(),
+                    "api": api_url,
+                }
+                write_runtime_file(config.data_dir, ready)
+                log.info("node.ready", addrs=ready["addrs"], api=api_url, bootstrap=len(config.bootstrap))
+                stdout.write(json.dumps(ready) + "\n")
+                stdout.flush()
+        finally:
+            # Close connections ourselves so peers see us leave at once (py-libp2p's run()
+            # leaves outbound sockets open); bounded so shutdown stays well under 3 s.
+            with trio.move_on_after(HOST_CLOSE_TIMEOUT_S, shield=True):
+                await host.close()

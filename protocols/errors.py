@@ -22,3 +22,35 @@ class LocalProtocolError(ProtocolError):
     """Our side tried to do something the protocol does not allow (a bug of ours)."""
 
     code = "internal_error"
+
+
+# The typed errors below are the catalogue of wire error codes raised by `protocols/`; each module
+# re-exports the ones it raises, so callers can import them from either place.
+
+
+class MalformedInput(RemoteProtocolError):
+    """Bytes or text from outside cannot be parsed into the value they claim to be."""
+
+    code = "malformed"
+
+
+class InvalidDid(MalformedInput):
+    """A string is not a `did:key` DID of an Ed25519 key; the message says which part is wrong.
+
+    A subclass of `MalformedInput` so that a codec which meets a bad DID inside a record still
+    raises "malformed input", while a caller that parses a DID alone can answer `invalid_did`.
+    """
+
+    code = "invalid_did"
+
+
+class InvalidPeerId(MalformedInput):
+    """A string is not the libp2p peer id of an Ed25519 key (`12D3KooW...`)."""
+
+    code = "invalid_peer_id"
+
+
+class BadSignature(RemoteProtocolError):
+    """A signed record does not verify under the key it claims to be signed by."""
+
+    code = "bad_signature"

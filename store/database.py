@@ -1,0 +1,129 @@
+"""Opening the vault's SQLite database: connection pragmas, checks on the file, migrations.
+
+`open_database(path)` returns a `peewee.SqliteDatabase` at the newest schema. peewee keeps one
+connection per thread (`thread_safe=True`), each opened on first use in its thread with the
+pragmas below; the node's trio side relies on that (`node/database.py` runs one writer thread
+and a few reader threads). The connection `open_database` used stays open in the calling
+thread; `db.close()` closes it.
+
+The file is checked before anything is written to it: a file that is not SQLite raises
+`DatabaseCorrupt`, one written by a newer build raises `SchemaTooNew`, and neither is changed.
+That is why WAL mode, which is persistent and rewrites the header, is switched on once per open
+after the checks, rather than listed with the per-connection pragmas (which never write).
+
+Models are not bound to the database: every store function takes `db` first (`store.models`).
+"""
+
+import sqlite3
+from pathlib import Path
+from typing import Final, cast
+
+import peewee
+from peewee import SqliteDatabase
+
+from store.errors import DatabaseCorrupt, DatabaseUnavailable
+from store.migrations import APPLICATION_ID, check_not_too_new, migrate, schema_version
+from store.sql import scalar
+
+# WAL: readers keep reading the last committed snapshot while the single writer writes, and a
+# commit is one append to the log. Persistent in the file once set.
+JOURNAL_MODE: Final = "wal"
+
+# How long a connection waits for another connection's lock before failing with "database is
+# locked". 5 s is the default of Python's sqlite3 module and of peewee; it covers a checkpoint
+# or another process's write, and a node stuck longer than that is better told so than left
+# waiting.
+BUSY_TIMEOUT_MS: Final = 5000
+
+# SQLite ships with foreign-key enforcement off, per connection.
+FOREIGN_KEYS: Final = 1
+
+# FULL, not NORMAL: in WAL mode NORMAL is safe from corruption and from a process crash, but the
+# last commits can be lost on power loss or an OS crash, because the log is only fsynced at
+# checkpoints. The node acknowledges writes to peers (a peer may drop its copy once we say we
+# hold it), so an acknowledged write must survive a power cut. FULL costs one fsync of the log
+# per commit, small at a personal node's write rate.
+SYNCHRONOUS: Final = "FULL"
+
+# Applied by peewee to every new connection, in every thread. None of them writes to the file.
+CONNECTION_PRAGMAS: Final = (
+    ("foreign_keys", FOREIGN_KEYS),
+    ("busy_timeout", BUSY_TIMEOUT_MS),
+    ("synchronous", SYNCHRONOUS),
+)
+
+# SQLite primary result codes meaning "this is not (or no longer) a database file".
+_NOT_A_DATABASE_CODES: Final = frozenset({sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT})
+
+
+def open_database(path: Path) -> SqliteDatabase:
+    """Open the database at `path`, creating the file if missing, and migrate it to the newest
+    schema.
+
+    Raises `DatabaseCorrupt` (not a vivim-node SQLite file) or `SchemaTooNew` (written by a newer
+    build), both leaving the file untouched, or `DatabaseUnavailable` (cannot open or lock it).
+    """
+    db = SqliteDatabase(
+        str(path), pragmas=CONNECTION_PRAGMAS, timeout=BUSY_TIMEOUT_MS / 1000, thread_safe=True
+    )
+    try:
+        try:
+            db.connect()
+            _check_file(db, path)
+            _enable_wal(db, path)
+            migrate(db)
+        except peewee.DatabaseError as err:
+            translated = _translate(err, path)
+            if translated is None:
+                raise
+            raise translated from err
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def write_transaction(db: SqliteDatabase) -> peewee._atomic:
+    """A transaction for writing, that takes the write lock at BEGIN (BEGIN IMMEDIATE).
+
+    A deferred transaction that reads and then writes can fail at once with "database is locked" if
+    another connection wrote in between; taking the lock first makes it wait (busy timeout) instead.
+    Nested inside another transaction it is a savepoint.
+    """
+    return db.atomic("IMMEDIATE")
+
+
+def _check_file(db: SqliteDatabase, path: Path) -> None:
+    """Refuse a file this build must not touch, before anything writes to it."""
+    application_id = cast(int, scalar(db, "PRAGMA application_id"))
+    if application_id not in (0, APPLICATION_ID):
+        raise DatabaseCorrupt(
+            path, f"it belongs to another program (application_id {application_id})"
+        )
+    version = schema_version(db)
+    check_not_too_new(version)
+    if application_id == 0 and (version != 0 or db.get_tables()):
+        raise DatabaseCorrupt(path, "it is a SQLite database written by another program")
+
+
+def _enable_wal(db: SqliteDatabase, path: Path) -> None:
+    mode = str(scalar(db, f"PRAGMA journal_mode = {JOURNAL_MODE}"))
+    if mode.lower() != JOURNAL_MODE:
+        raise DatabaseUnavailable(
+            path, f"its file system does not support WAL mode (journal_mode stays {mode!r})"
+        )
+
+
+def _translate(
+    err: peewee.DatabaseError, path: Path
+) -> DatabaseCorrupt | DatabaseUnavailable | None:
+    """`err` as ours if it is about the file (not a database, cannot open or lock it)."""
+    # peewee re-raises the driver's error as its own while handling it: the original is the context.
+    original = err.__context__ if isinstance(err.__context__, sqlite3.Error) else None
+    code = getattr(original, "sqlite_errorcode", None)
+    reason = str(original or err)
+    if code is not None and code & 0xFF in _NOT_A_DATABASE_CODES:
+        return DatabaseCorrupt(path, reason)
+    if isinstance(err, peewee.OperationalError):
+        return DatabaseUnavailable(path, reason)
+    return None
