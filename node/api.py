@@ -1,4 +1,4 @@
-"""The local control API: HTTP/JSON on 127.0.0.1, every route but the OpenAPI document behind a token.
+"""The local control API: HTTP/JSON on 127.0.0.1; every route but /openapi.json needs the token.
 
 Starlette (on trio through anyio) served by hypercorn's trio worker. Starlette does not generate an
 OpenAPI document, so `openapi.json` next to this module is written by hand; a test checks that it
@@ -103,7 +103,8 @@ async def serve_api(
     app: Starlette,
     port: int,
     *,
-    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    # Typed Any: the trio-stubs that py-libp2p pulls in (trio-typing) predate trio.TaskStatus.
+    task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled; reports the base URL (with the port the OS chose) when listening."""
     config = hypercorn.config.Config()
@@ -112,7 +113,7 @@ async def serve_api(
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
 
-    async def serve(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         await hypercorn.trio.serve(app, config, task_status=task_status)  # type: ignore[arg-type]
 
     async with trio.open_nursery() as nursery:

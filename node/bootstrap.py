@@ -27,7 +27,7 @@ def backoff_delay(attempt: int, min_s: float, max_s: float, rand: Callable[[], f
     The delay is drawn from [d/2, d] ("equal jitter") so that peers which lost a common neighbour
     do not all redial it in the same instant, while the wait never drops below half the schedule.
     """
-    ceiling = min(max_s, min_s * 2 ** min(attempt, 62))
+    ceiling = min(max_s, min_s * 2.0 ** min(attempt, 62))
     return ceiling / 2 + rand() * ceiling / 2
 
 
@@ -48,9 +48,7 @@ async def keep_connected(
         nonlocal attempt
         delay = backoff_delay(attempt, min_s, max_s, rand)
         attempt += 1
-        log.warning(
-            reason, addr=addr, attempt=attempt, retry_in_s=round(delay, 2), **details
-        )
+        log.warning(reason, addr=addr, attempt=attempt, retry_in_s=round(delay, 2), **details)
         await trio.sleep(delay)
 
     with structlog.contextvars.bound_contextvars(peer_id=peer_id):

@@ -100,9 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common, json_flag],
         help="show the running node's identity, addresses, uptime and peers",
     )
-    commands.add_parser(
-        "peers", parents=[common, json_flag], help="list connected and known peers"
-    )
+    commands.add_parser("peers", parents=[common, json_flag], help="list connected and known peers")
     return parser
 
 

@@ -73,13 +73,17 @@ class Config:
 
     def __post_init__(self) -> None:
         if not self.listen:
-            raise ConfigError("no listen address: give at least one, e.g. --listen /ip4/127.0.0.1/tcp/7717")
+            raise ConfigError(
+                "no listen address: give at least one, e.g. --listen /ip4/127.0.0.1/tcp/7717"
+            )
         for addr in self.listen:
             check_listen_addr(addr, self._source("listen"))
         for addr in self.bootstrap:
             check_bootstrap_addr(addr, self._source("bootstrap"))
         if not 0 <= self.api_port <= 65535:
-            raise ConfigError(f"api_port {self.api_port} ({self._source('api_port')}) is not 0-65535")
+            raise ConfigError(
+                f"api_port {self.api_port} ({self._source('api_port')}) is not 0-65535"
+            )
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(
                 f"log level {self.log_level!r} ({self._source('log_level')}) is not one of "
@@ -102,7 +106,8 @@ def parse_multiaddr(text: str, where: str) -> multiaddr.Multiaddr:
     except (MultiaddrError, ValueError, TypeError) as err:
         raise ConfigError(
             f"malformed multiaddr {text!r} in {where}: {err}. "
-            "A listen address looks like /ip4/127.0.0.1/tcp/7717; a peer address adds /p2p/<peer id>"
+            "A listen address looks like /ip4/127.0.0.1/tcp/7717; "
+            "a peer address adds /p2p/<peer id>"
         ) from err
 
 
@@ -121,7 +126,8 @@ def check_bootstrap_addr(text: str, where: str) -> None:
     names = [p.name for p in addr.protocols()]
     if "tcp" not in names or names[-1] != "p2p":
         raise ConfigError(
-            f"bootstrap address {text!r} in {where} must be a TCP address ending in /p2p/<peer id>, "
+            f"bootstrap address {text!r} in {where} must be a TCP address "
+            "ending in /p2p/<peer id>, "
             "e.g. /ip4/192.0.2.1/tcp/7717/p2p/12D3KooW... (copy it from the peer's ready line or "
             "`vivim-node id`)"
         )
@@ -144,7 +150,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     known = {"listen", "bootstrap", "api_port", "log_level", "redial_min_s", "redial_max_s"}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     return data
 
 

@@ -1,10 +1,10 @@
-"""The libp2p host: TCP, Noise only, Yamux only; identify and ping stay standard.
+"""The libp2p host: TCP, Noise only, Yamux only; identify and ping left standard.
 
-py-libp2p 0.8.1's default host also accepts /plaintext/2.0.0, /secio/1.0.0 and TLS, and offers mplex:
-we pass explicit security and muxer options so that a dialer offering anything but Noise fails
-security negotiation, and every connection is authenticated and encrypted. The identify and ping
-handlers of the default host are kept as they are, so go-libp2p and js-libp2p peers can identify and
-ping us.
+py-libp2p 0.8.1's default host also accepts /plaintext/2.0.0, /secio/1.0.0 and TLS, and offers
+mplex: we pass explicit security and muxer options so that a dialer offering anything but Noise
+fails security negotiation, and every connection is authenticated and encrypted. The identify and
+ping handlers of the default host are kept as they are, so go-libp2p and js-libp2p peers can
+identify and ping us.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ class NodeProcess:
         """Send `sig` once: a second SIGTERM would hit the default handler mid-shutdown."""
         if not self.signalled and self.process.returncode is None:
             self.signalled = True
-            self.process.send_signal(sig)
+            self.process.send_signal(signal.Signals(sig))
 
     def stderr_tail(self, lines: int = 20) -> str:
         try:
@@ -177,17 +177,17 @@ async def start_cluster(
     return nodes
 
 
-async def wait_connected(nodes: Sequence[NodeProcess], topology: str, timeout: float) -> None:
-    """Until every edge of the topology is connected, as both ends' `peers` report it."""
+async def wait_connected(nodes: Sequence[NodeProcess], topology: str) -> None:
+    """Until every edge of the topology is connected, as both ends' `peers` report it.
+
+    Polls the nodes' APIs (they are other processes); the caller bounds it with a cancel scope.
+    """
     edges = bootstrap_edges(len(nodes), topology)
-    with trio.fail_after(timeout):
-        while True:
-            views = [await node.connected_peers() for node in nodes]
-            if all(
-                nodes[j].peer_id in views[i] and nodes[i].peer_id in views[j] for i, j in edges
-            ):
-                return
-            await trio.sleep(0.1)
+    while True:
+        views = [await node.connected_peers() for node in nodes]
+        if all(nodes[j].peer_id in views[i] and nodes[i].peer_id in views[j] for i, j in edges):
+            return
+        await trio.sleep(0.1)
 
 
 async def stop_all(nodes: Sequence[NodeProcess]) -> list[int]:

@@ -140,8 +140,9 @@ async def _stop_on_signal(cancel_scope: trio.CancelScope) -> None:
 
 async def run_node(config: Config, stdout: TextIO = sys.stdout) -> None:
     identity = load_local_identity(config.data_dir)
-    with run_lock(config.data_dir), structlog.contextvars.bound_contextvars(
-        node_id=identity.peer_id
+    with (
+        run_lock(config.data_dir),
+        structlog.contextvars.bound_contextvars(node_id=identity.peer_id),
     ):
         token = read_token(config.data_dir)
         db = await Database.open(config.data_dir / "vivim.db")
@@ -165,7 +166,9 @@ async def _serve(
                 nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
                 nursery.start_soon(state.watcher.run)
                 app = build_app(
-                    ApiBackend(status=state.status, peers=state.peers, metrics=state.metrics.render),
+                    ApiBackend(
+                        status=state.status, peers=state.peers, metrics=state.metrics.render
+                    ),
                     token,
                     config.data_dir / "api.token",
                 )
@@ -195,11 +198,14 @@ async def _serve(
                     "api": api_url,
                 }
                 write_runtime_file(config.data_dir, ready)
-                log.info("node.ready", addrs=ready["addrs"], api=api_url, bootstrap=len(config.bootstrap))
+                log.info(
+                    "node.ready", addrs=ready["addrs"], api=api_url, bootstrap=len(config.bootstrap)
+                )
                 stdout.write(json.dumps(ready) + "\n")
                 stdout.flush()
         finally:
             # Close connections ourselves so peers see us leave at once (py-libp2p's run()
             # leaves outbound sockets open); bounded so shutdown stays well under 3 s.
-            with trio.move_on_after(HOST_CLOSE_TIMEOUT_S, shield=True):
+            with trio.move_on_after(HOST_CLOSE_TIMEOUT_S) as scope:
+                scope.shield = True
                 await host.close()

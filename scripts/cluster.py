@@ -23,7 +23,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.local_cluster import TOPOLOGIES, start_cluster, stop_all, wait_connected  # noqa: E402
+from node.local_cluster import TOPOLOGIES, start_cluster, stop_all, wait_connected
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -33,14 +33,20 @@ async def main(args: argparse.Namespace) -> int:
     started = time.monotonic()
     nodes = await start_cluster(args.n, args.topology, base)
     try:
-        await wait_connected(nodes, args.topology, timeout=args.connect_timeout)
+        with trio.fail_after(args.connect_timeout):
+            await wait_connected(nodes, args.topology)
         summary = {
             "event": "connected",
             "topology": args.topology,
             "seconds_until_connected": round(time.monotonic() - started, 3),
             "dir": str(base),
             "nodes": [
-                {"name": n.name, "peer_id": n.peer_id, "addrs": n.ready["addrs"], "api": n.ready["api"]}
+                {
+                    "name": n.name,
+                    "peer_id": n.peer_id,
+                    "addrs": n.ready["addrs"],
+                    "api": n.ready["api"],
+                }
                 for n in nodes
             ],
         }

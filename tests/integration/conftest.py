@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from node.local_cluster import NodeProcess, node_command, start_node, stop_all
 
 # Tests redial within a second rather than the default 30 s cap.
 FAST_REDIAL_ENV = {"VIVIM_REDIAL_MIN_S": "0.2", "VIVIM_REDIAL_MAX_S": "1"}
+
 
 async def run_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
     """Run `vivim-node ARGS` to completion (in a thread: it is a short blocking call)."""

@@ -70,9 +70,7 @@ async def test_sigint_stops_cleanly_and_stdout_holds_only_the_ready_line(start: 
 
 async def test_second_node_on_the_same_data_dir_is_refused(start: StartNode) -> None:
     a = await start("a")
-    result = await run_cli(
-        "run", "--data-dir", str(a.data_dir), "--listen", "/ip4/127.0.0.1/tcp/0"
-    )
+    result = await run_cli("run", "--data-dir", str(a.data_dir), "--listen", "/ip4/127.0.0.1/tcp/0")
     assert result.returncode != 0
     assert b"already running" in result.stderr
     assert result.stdout == b""

@@ -42,7 +42,9 @@ def plaintext_host() -> IHost:
 
 def secio_host() -> IHost:
     key_pair = create_new_key_pair()
-    return new_host(key_pair=key_pair, sec_opt={TProtocol(SECIO_PROTOCOL_ID): SecioTransport(key_pair)})
+    return new_host(
+        key_pair=key_pair, sec_opt={TProtocol(SECIO_PROTOCOL_ID): SecioTransport(key_pair)}
+    )
 
 
 def strip_uvarint_prefix(data: bytes) -> bytes:
