@@ -19,12 +19,20 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.utils.address_validation import expand_wildcard_address
+from multiaddr import Multiaddr
 
 # One connection per peer: with more, py-libp2p waits 250 ms per dial (happy eyeballs) and our
 # protocols gain nothing from parallel connections (Yamux multiplexes streams on one).
 MAX_CONNECTIONS_PER_PEER = 1
 # A peer that does not finish the TCP + Noise + Yamux handshake within this is given up on.
 DIAL_TIMEOUT_S = 5.0
+
+
+def advertised_addrs(listening: list[Multiaddr]) -> list[Multiaddr]:
+    """What we tell peers: a wildcard listen address (0.0.0.0, ::) is replaced by one address per
+    local interface, since nobody can dial 0.0.0.0."""
+    return [addr for listen in listening for addr in expand_wildcard_address(listen)]
 
 
 def build_host(device_seed: bytes) -> IHost:
@@ -37,6 +45,7 @@ def build_host(device_seed: bytes) -> IHost:
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(key_pair, noise_privkey=noise_static)},
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+        addrs_factory=advertised_addrs,
         connection_config=ConnectionConfig(
             max_connections_per_peer=MAX_CONNECTIONS_PER_PEER,
             dial_timeout=DIAL_TIMEOUT_S,
