@@ -24,9 +24,7 @@ from pathlib import Path
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from node.local_cluster import init_data_dir, node_command  # noqa: E402
+from node.local_cluster import init_data_dir, node_command
 
 TARGET_READY_S = 2.0
 TARGET_RSS_MB = 120.0

@@ -21,8 +21,6 @@ from pathlib import Path
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from node.local_cluster import TOPOLOGIES, start_cluster, stop_all, wait_connected
 
 
