@@ -106,16 +106,10 @@ async def serve_api(
     # Typed Any: the trio-stubs that py-libp2p pulls in (trio-typing) predate trio.TaskStatus.
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; reports the base URL (with the port the OS chose) when listening."""
+    """Serve until cancelled; `nursery.start` returns the bound URLs (the port the OS chose)."""
     config = hypercorn.config.Config()
     config.bind = [f"{API_HOST}:{port}"]
     config.graceful_timeout = GRACEFUL_TIMEOUT_S
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-
-    async def serve(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await hypercorn.trio.serve(app, config, task_status=task_status)  # type: ignore[arg-type]
-
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(serve)
-        task_status.started(binds[0])
+    await hypercorn.trio.serve(app, config, task_status=task_status)  # type: ignore[arg-type]

@@ -12,6 +12,9 @@ from node.errors import NodeError
 from node.runtime import read_runtime_file, read_token
 
 TIMEOUT_S = 10.0
+# No proxies, whatever http_proxy says: the API is on loopback, and the bearer token must never
+# be handed to a proxy.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class ApiError(NodeError):
@@ -25,7 +28,7 @@ def get_json(data_dir: Path, path: str) -> Any:
         url, headers={"Authorization": f"Bearer {read_token(data_dir)}"}
     )
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+        with _OPENER.open(request, timeout=TIMEOUT_S) as response:
             return json.load(response)
     except urllib.error.HTTPError as err:
         try:

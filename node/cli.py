@@ -14,15 +14,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from node.errors import NodeError
+from node.errors import NodeError, find_exception
 from protocols.errors import ProtocolError
 from store.errors import StoreError
+
+# Raised with a message written for the user: a NodeError, or a store/protocol error such as a
+# database written by a newer version or a corrupt record.
+USER_ERRORS = (NodeError, StoreError, ProtocolError)
 
 EPILOG = """\
 first steps:
   vivim-node init                 create this device's identity and data directory
   vivim-node run                  run the node (prints one JSON ready line on stdout)
   vivim-node status               ask the running node how it is
+
+  vivim-node run --listen /ip4/0.0.0.0/tcp/7717 --bootstrap /ip4/<ip>/tcp/7717/p2p/<peer id>
+                                  be reachable, and keep a connection to a peer
+every command takes --data-dir DIR (default $VIVIM_HOME, else ~/.local/share/vivim-node);
+`vivim-node COMMAND --help` explains one command.
 
 environment: VIVIM_HOME (data dir), VIVIM_LISTEN, VIVIM_BOOTSTRAP, VIVIM_API_PORT,
 VIVIM_LOG_LEVEL; flags win over the environment, which wins over <data dir>/config.toml.
@@ -108,14 +117,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except NodeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except (StoreError, ProtocolError) as err:
-        # Raised below the node layer with a message written for the user (e.g. a database
-        # written by a newer version, a corrupt record).
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (Exception, BaseExceptionGroup) as err:  # the process entry point: report, exit
+        # Errors meant for the user, raised anywhere below (trio may have wrapped them in
+        # exception groups): one line, what went wrong and what to do.
+        user_error = find_exception(err, USER_ERRORS)
+        if user_error is None:
+            if find_exception(err, KeyboardInterrupt) is not None:
+                return 130
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
+        return user_error.exit_code if isinstance(user_error, NodeError) else 1
     except KeyboardInterrupt:
         return 130
 
@@ -180,27 +191,33 @@ def _init(data_dir: Path, args: argparse.Namespace) -> int:
 
 
 def _id(data_dir: Path, args: argparse.Namespace) -> int:
+    from node.config import load_config
     from node.identity import load_public_identity
     from node.runtime import NotRunning, read_runtime_file
 
     identity = load_public_identity(data_dir)
+    listen = list(load_config(data_dir).listen)
     try:
-        addrs = list(read_runtime_file(data_dir)["addrs"])
-        running = True
+        addrs, running = list(read_runtime_file(data_dir)["addrs"]), True
     except NotRunning:
         addrs, running = [], False
     if args.json:
         _print_json(
-            {"did": identity.did, "peer_id": identity.peer_id, "addrs": addrs, "running": running}
+            {
+                "did": identity.did,
+                "peer_id": identity.peer_id,
+                "addrs": addrs,
+                "listen": listen,
+                "running": running,
+            }
         )
-    else:
-        print(f"did:     {identity.did}")
-        print(f"peer id: {identity.peer_id}")
-        if running:
-            for addr in addrs:
-                print(f"addr:    {addr}")
-        else:
-            print("addrs:   (the node is not running; start it with `vivim-node run`)")
+        return 0
+    print(f"did:     {identity.did}")
+    print(f"peer id: {identity.peer_id}")
+    for addr in addrs:
+        print(f"addr:    {addr}")
+    if not running:
+        print(f"listen:  {', '.join(listen)} (configured; the node is not running)")
     return 0
 
 

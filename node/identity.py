@@ -152,6 +152,9 @@ def load_local_identity(data_dir: Path) -> LocalIdentity:
     """The DID and this device's private key, for the running node."""
     public = load_public_identity(data_dir)
     seed = device_key_file(data_dir).read()
+    # Not used yet by the running node, but every device holds it (sharing decrypts with it):
+    # a missing or damaged one is reported at start, not when the first share arrives.
+    encryption_key_file(data_dir).read()
     return LocalIdentity(did=public.did, peer_id=public.peer_id, device_seed=seed)
 
 

@@ -25,11 +25,17 @@ from node.bootstrap import keep_connected
 from node.config import Config
 from node.connections import ConnectionWatcher
 from node.database import Database
-from node.errors import NodeError
+from node.errors import NodeError, find_exception
 from node.host import build_host
 from node.identity import LocalIdentity, load_local_identity
 from node.metrics import NodeMetrics
-from node.runtime import read_token, remove_runtime_file, run_lock, write_runtime_file
+from node.runtime import (
+    TOKEN_FILE,
+    read_token,
+    remove_runtime_file,
+    run_lock,
+    write_runtime_file,
+)
 from store import peers as peer_store
 
 log = structlog.get_logger()
@@ -165,20 +171,7 @@ async def _serve(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
                 nursery.start_soon(state.watcher.run)
-                app = build_app(
-                    ApiBackend(
-                        status=state.status, peers=state.peers, metrics=state.metrics.render
-                    ),
-                    token,
-                    config.data_dir / "api.token",
-                )
-                try:
-                    api_url = await nursery.start(serve_api, app, config.api_port)
-                except OSError as err:
-                    raise NodeError(
-                        f"cannot serve the control API on 127.0.0.1:{config.api_port}: "
-                        f"{err.strerror}. Set api_port = 0 (any free port) or another port"
-                    ) from err
+                api_url = await _start_api(nursery, state, config, token)
                 for addr in config.bootstrap:
                     nursery.start_soon(
                         partial(
@@ -190,22 +183,45 @@ async def _serve(
                             max_s=config.redial_max_s,
                         )
                     )
-                ready = {
-                    "event": "ready",
-                    "did": identity.did,
-                    "peer_id": identity.peer_id,
-                    "addrs": state.addrs(),
-                    "api": api_url,
-                }
-                write_runtime_file(config.data_dir, ready)
-                log.info(
-                    "node.ready", addrs=ready["addrs"], api=api_url, bootstrap=len(config.bootstrap)
-                )
-                stdout.write(json.dumps(ready) + "\n")
-                stdout.flush()
+                _announce_ready(config, state, api_url, stdout)
         finally:
             # Close connections ourselves so peers see us leave at once (py-libp2p's run()
             # leaves outbound sockets open); bounded so shutdown stays well under 3 s.
             with trio.move_on_after(HOST_CLOSE_TIMEOUT_S) as scope:
                 scope.shield = True
                 await host.close()
+
+
+async def _start_api(nursery: trio.Nursery, state: NodeState, config: Config, token: str) -> str:
+    app = build_app(
+        ApiBackend(status=state.status, peers=state.peers, metrics=state.metrics.render),
+        token,
+        config.data_dir / TOKEN_FILE,
+    )
+    try:
+        binds = await nursery.start(serve_api, app, config.api_port)
+    except (OSError, BaseExceptionGroup) as err:
+        bind_error = find_exception(err, OSError)
+        if bind_error is None:
+            raise
+        raise NodeError(
+            f"cannot serve the control API on 127.0.0.1:{config.api_port}: "
+            f"{bind_error.strerror}. Set api_port = 0 (any free port) or pick another port"
+        ) from err
+    return str(binds[0])
+
+
+def _announce_ready(config: Config, state: NodeState, api_url: str, stdout: TextIO) -> None:
+    """node.json for the CLI, a log line, and the one JSON line on stdout, in that order: whoever
+    reads the ready line can use the CLI at once."""
+    ready = {
+        "event": "ready",
+        "did": state.identity.did,
+        "peer_id": state.identity.peer_id,
+        "addrs": state.addrs(),
+        "api": api_url,
+    }
+    write_runtime_file(config.data_dir, ready)
+    log.info("node.ready", addrs=ready["addrs"], api=api_url, bootstrap=len(config.bootstrap))
+    stdout.write(json.dumps(ready) + "\n")
+    stdout.flush()

@@ -50,9 +50,7 @@ def ed25519_public_key_from_did(did: str) -> bytes:
         raise InvalidDid("a DID URL (path, query or fragment) is not a bare DID")
     multibase_value = did[len(DID_KEY_PREFIX) :]
     if not multibase_value.startswith(BASE58BTC_MULTIBASE):
-        raise InvalidDid(
-            f"multibase prefix is {multibase_value[:1]!r}, expected 'z' (base58btc)"
-        )
+        raise InvalidDid(f"multibase prefix is {multibase_value[:1]!r}, expected 'z' (base58btc)")
     try:
         multicodec_value = b58decode(multibase_value[1:])
     except MalformedInput as err:

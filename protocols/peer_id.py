@@ -50,9 +50,7 @@ def ed25519_public_key_from_peer_id(peer_id: str) -> bytes:
     if multihash.startswith(SHA2_256_MULTIHASH_CODE):
         raise InvalidPeerId("peer id is a SHA-256 multihash: the key in it is not an Ed25519 key")
     if not multihash.startswith(IDENTITY_MULTIHASH_CODE):
-        raise InvalidPeerId(
-            f"multihash code is {multihash[:1].hex()!r}, expected '00' (identity)"
-        )
+        raise InvalidPeerId(f"multihash code is {multihash[:1].hex()!r}, expected '00' (identity)")
     if not multihash.startswith(MULTIHASH_PREFIX[:2]):
         raise InvalidPeerId(
             f"identity multihash length is {multihash[1:2].hex()!r}, expected "

@@ -11,8 +11,9 @@ plain_values = st.recursive(
     | st.integers(min_value=-(2**64), max_value=2**64 - 1)
     | st.text()
     | st.binary(),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
     max_leaves=20,
 )
 
