@@ -119,6 +119,9 @@ async def start_node(
             stdout=subprocess.PIPE,
             stderr=stderr,
             env={**os.environ, **(env or {})},
+            # Its own session: a Ctrl-C in the terminal reaches only the script that started it,
+            # which then stops its nodes one by one (instead of every process at once).
+            start_new_session=True,
         )
     node = NodeProcess(name, data_dir, stderr_path, process)
     try:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import signal
 import sys
 import tempfile
 import time
@@ -49,11 +51,13 @@ async def main(args: argparse.Namespace) -> int:
             ],
         }
         print(json.dumps(summary), flush=True)
-        if args.duration is None:
-            print("running; Ctrl-C stops the cluster", file=sys.stderr)
-            await trio.sleep_forever()
-        else:
-            await trio.sleep(args.duration)
+        print("running; Ctrl-C stops the cluster", file=sys.stderr)
+        with (
+            trio.move_on_after(math.inf if args.duration is None else args.duration),
+            trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+        ):
+            async for _ in signals:
+                break
     finally:
         codes = await stop_all(nodes)
         print(f"stopped {len(nodes)} nodes, exit codes {codes}", file=sys.stderr)
@@ -76,7 +80,4 @@ def parse_args() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(trio.run(main, parse_args()))
-    except KeyboardInterrupt:
-        sys.exit(130)
+    sys.exit(trio.run(main, parse_args()))

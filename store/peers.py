@@ -6,7 +6,7 @@ Rows cross the layer boundary as frozen dataclasses, never as peewee model insta
 import json
 from dataclasses import dataclass
 
-from peewee import EXCLUDED, SqliteDatabase, fn
+from peewee import EXCLUDED, Case, SqliteDatabase, fn
 
 from store.database import write_transaction
 from store.models import Peer
@@ -29,9 +29,10 @@ def record_peer_seen(
     seen_at_ms: int,
     did: str | None = None,
 ) -> None:
-    """Insert or update a peer: `addrs` and `last_seen_ms` replace the stored ones; the stored
-    DID is kept when `did` is None (a later sighting that did not learn the DID must not forget
-    it).
+    """Insert or update a peer: `last_seen_ms` replaces the stored one; a non-empty `addrs`
+    replaces the stored addresses. An empty `addrs` (a disconnect, or an inbound peer not yet
+    identified) and a `did` of None keep what is stored: a sighting that learned nothing must not
+    make us forget how to reach the peer or who it is.
     """
     with write_transaction(db):
         Peer.insert(
@@ -42,7 +43,7 @@ def record_peer_seen(
         ).on_conflict(
             conflict_target=[Peer.peer_id],
             update={
-                Peer.addrs: EXCLUDED.addrs,
+                Peer.addrs: Case(None, [(EXCLUDED.addrs == "[]", Peer.addrs)], EXCLUDED.addrs),
                 Peer.last_seen_ms: EXCLUDED.last_seen_ms,
                 Peer.did: fn.COALESCE(EXCLUDED.did, Peer.did),
             },

@@ -75,3 +75,21 @@ async def test_second_node_on_the_same_data_dir_is_refused(start: StartNode) -> 
     assert b"already running" in result.stderr
     assert result.stdout == b""
     assert (await run_cli("status", "--json", "--data-dir", str(a.data_dir))).returncode == 0
+
+
+async def test_full_mesh_peers_report_each_others_listen_addresses(start: StartNode) -> None:
+    a = await start("a")
+    b = await start("b", bootstrap=[a.addr])
+    c = await start("c", bootstrap=[a.addr, b.addr])
+    nodes = (a, b, c)
+    # Every node learns every other's listen address: from its bootstrap list when it dialed,
+    # from identify when it was dialed. /v1/peers must answer throughout.
+    with trio.fail_after(CONNECT_TIMEOUT_S):
+        for node in nodes:
+            expected = {other.peer_id: [other.addr] for other in nodes if other is not node}
+            while True:
+                peers = (await node.api("/v1/peers"))["peers"]
+                seen = {p["peer_id"]: p["addrs"] for p in peers if p["connected"]}
+                if seen == expected:
+                    break
+                await trio.sleep(0.05)

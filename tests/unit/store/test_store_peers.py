@@ -53,10 +53,14 @@ def test_a_given_did_replaces_the_stored_one(db: peewee.SqliteDatabase) -> None:
     assert [peer.did for peer in list_peers(db)] == ["did:key:z6MkA2"]
 
 
-def test_an_empty_address_list_replaces_the_stored_one(db: peewee.SqliteDatabase) -> None:
+def test_an_empty_address_list_keeps_the_stored_one(db: peewee.SqliteDatabase) -> None:
     record_peer_seen(db, "peer-a", [ADDR_A, ADDR_B], 100)
     record_peer_seen(db, "peer-a", [], 200)
-    assert list_peers(db)[0].addrs == ()
+    (peer,) = list_peers(db)
+    assert peer.addrs == (ADDR_A, ADDR_B)
+    assert peer.last_seen_ms == 200
+    record_peer_seen(db, "peer-a", [ADDR_B], 300)
+    assert list_peers(db)[0].addrs == (ADDR_B,)
 
 
 def test_peers_are_listed_most_recently_seen_first(db: peewee.SqliteDatabase) -> None:
