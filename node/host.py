@@ -9,6 +9,8 @@ identify and ping us.
 
 from __future__ import annotations
 
+import socket
+
 from libp2p import new_host
 from libp2p.abc import IHost
 from libp2p.crypto.ed25519 import create_new_key_pair
@@ -21,6 +23,8 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.utils.address_validation import expand_wildcard_address
 from multiaddr import Multiaddr
+
+from node.errors import NodeError
 
 # One connection per peer: with more, py-libp2p waits 250 ms per dial (happy eyeballs) and our
 # protocols gain nothing from parallel connections (Yamux multiplexes streams on one).
@@ -60,3 +64,37 @@ def build_host(device_seed: bytes) -> IHost:
     # (node/bootstrap.py), so one dial is one attempt and its failure is reported at once.
     host.get_network().retry_config = RetryConfig(max_retries=0)  # type: ignore[attr-defined]
     return host
+
+
+class ListenError(NodeError):
+    """A listen address could not be bound."""
+
+
+def _bind_problem(addr: str) -> str:
+    """Why binding a listen address fails (py-libp2p only logs it), for the error message."""
+    ma = Multiaddr(addr)
+    family, host = (
+        (socket.AF_INET6, ma.value_for_protocol("ip6"))
+        if "ip6" in [p.name for p in ma.protocols()]
+        else (socket.AF_INET, ma.value_for_protocol("ip4"))
+    )
+    port = int(ma.value_for_protocol("tcp"))
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            return err.strerror or str(err)
+    return "the listener did not start (see the log above)"
+
+
+def check_listening(host: IHost, wanted: tuple[str, ...]) -> None:
+    listening = host.get_transport_addrs()
+    if len(listening) < len(wanted):
+        got = {str(a) for a in listening}
+        missing = [a for a in wanted if a not in got and not a.endswith("/tcp/0")] or list(wanted)
+        addr = missing[0]
+        raise ListenError(
+            f"cannot listen on {addr}: {_bind_problem(addr)}. Is another node using that port? "
+            "Pick another with --listen /ip4/127.0.0.1/tcp/<port> (port 0: any free port)"
+        )

@@ -8,27 +8,21 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import sys
-import time
 from functools import partial
-from importlib.metadata import version
-from typing import Any, TextIO
+from typing import TextIO
 
 import structlog
 import trio
-from libp2p.abc import IHost
 from multiaddr import Multiaddr
 
 from node.api import ApiBackend, build_app, serve_api
 from node.bootstrap import keep_connected
 from node.config import Config
-from node.connections import ConnectionWatcher
 from node.database import Database
 from node.errors import NodeError, find_exception
-from node.host import build_host
+from node.host import build_host, check_listening
 from node.identity import LocalIdentity, load_local_identity
-from node.metrics import NodeMetrics
 from node.runtime import (
     TOKEN_FILE,
     read_token,
@@ -36,104 +30,12 @@ from node.runtime import (
     run_lock,
     write_runtime_file,
 )
-from store import peers as peer_store
+from node.state import NodeState
 
 log = structlog.get_logger()
 
 # Budget for closing libp2p connections at shutdown (SIGTERM to exit must stay under 3 s).
 HOST_CLOSE_TIMEOUT_S = 1.0
-
-
-class ListenError(NodeError):
-    """A listen address could not be bound."""
-
-
-def _bind_problem(addr: str) -> str:
-    """Why binding a listen address fails (py-libp2p only logs it), for the error message."""
-    ma = Multiaddr(addr)
-    family, host = (
-        (socket.AF_INET6, ma.value_for_protocol("ip6"))
-        if "ip6" in [p.name for p in ma.protocols()]
-        else (socket.AF_INET, ma.value_for_protocol("ip4"))
-    )
-    port = int(ma.value_for_protocol("tcp"))
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as err:
-            return err.strerror or str(err)
-    return "the listener did not start (see the log above)"
-
-
-def check_listening(host: IHost, wanted: tuple[str, ...]) -> None:
-    listening = host.get_transport_addrs()
-    if len(listening) < len(wanted):
-        got = {str(a) for a in listening}
-        missing = [a for a in wanted if a not in got and not a.endswith("/tcp/0")] or list(wanted)
-        addr = missing[0]
-        raise ListenError(
-            f"cannot listen on {addr}: {_bind_problem(addr)}. Is another node using that port? "
-            "Pick another with --listen /ip4/127.0.0.1/tcp/<port> (port 0: any free port)"
-        )
-
-
-class NodeState:
-    """What the API and metrics read from the running node."""
-
-    def __init__(self, identity: LocalIdentity, host: IHost, db: Database) -> None:
-        self.identity = identity
-        self.host = host
-        self.db = db
-        self.started = time.monotonic()
-        self.watcher = ConnectionWatcher(host, self.record_peer_seen)
-        self.metrics = NodeMetrics(
-            connected_peers=lambda: len(self.host.get_connected_peers()),
-            uptime_s=self.uptime_s,
-        )
-
-    def uptime_s(self) -> float:
-        return time.monotonic() - self.started
-
-    def addrs(self) -> list[str]:
-        return [str(a) for a in self.host.get_addrs()]
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "did": self.identity.did,
-            "peer_id": self.identity.peer_id,
-            "addrs": self.addrs(),
-            "uptime_s": round(self.uptime_s(), 3),
-            "connected_peers": len(self.host.get_connected_peers()),
-            "version": version("vivim-node"),
-        }
-
-    async def record_peer_seen(self, peer_id: str, addrs: list[str], seen_at_ms: int) -> None:
-        await self.db.write(peer_store.record_peer_seen, peer_id, addrs, seen_at_ms)
-
-    async def peers(self) -> list[dict[str, Any]]:
-        known = await self.db.read(peer_store.list_peers)
-        connected = {str(p) for p in self.host.get_connected_peers()}
-        rows: dict[str, dict[str, Any]] = {
-            p.peer_id: {
-                "peer_id": p.peer_id,
-                "did": p.did,
-                "addrs": list(p.addrs),
-                "connected": p.peer_id in connected,
-                "last_seen_ms": p.last_seen_ms,
-            }
-            for p in known
-        }
-        for peer_id in connected - rows.keys():
-            # Connected before the watcher's next poll recorded it.
-            rows[peer_id] = {
-                "peer_id": peer_id,
-                "did": None,
-                "addrs": self.watcher.peer_addrs(peer_id),
-                "connected": True,
-                "last_seen_ms": None,
-            }
-        return sorted(rows.values(), key=lambda r: (not r["connected"], r["peer_id"]))
 
 
 async def _stop_on_signal(cancel_scope: trio.CancelScope) -> None:
