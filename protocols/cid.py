@@ -1,0 +1,68 @@
+"""Content ids: CIDv1, dag-cbor codec, sha2-256 multihash, base32 multibase ("bafyrei...").
+
+Every content-addressed thing in the vault (ops, ACUs, conversations, links) is named by the
+sha2-256 of its canonical CBOR bytes, spelled as a CIDv1 so that other IPLD/libp2p tools can read
+the ids. The format is fixed and small, so it is written out here rather than pulled in through
+py-cid (which protocols/ may not import); the tests cross-check it against py-cid.
+
+    cid bytes = 0x01 (CIDv1) | 0x71 (dag-cbor) | 0x12 (sha2-256) | 0x20 (32 bytes) | digest
+    text      = "b" + base32(cid bytes), RFC 4648 alphabet, lower case, no padding
+"""
+
+import base64
+import hashlib
+
+from protocols.canonical import canonical_encode
+from protocols.errors import MalformedInput
+
+__all__ = [
+    "CID_PREFIX",
+    "content_id",
+    "content_id_of_bytes",
+    "content_id_of_digest",
+    "parse_content_id",
+]
+
+CID_VERSION = 0x01
+DAG_CBOR = 0x71
+SHA2_256 = 0x12
+DIGEST_LENGTH = 32
+CID_PREFIX = bytes([CID_VERSION, DAG_CBOR, SHA2_256, DIGEST_LENGTH])
+MULTIBASE_BASE32 = "b"
+# "b" + base32 of 36 bytes without padding.
+TEXT_LENGTH = 1 + 58
+
+
+def content_id_of_bytes(data: bytes) -> str:
+    """The id of bytes that are already canonical CBOR."""
+    return content_id_of_digest(hashlib.sha256(data).digest())
+
+
+def content_id(value: object) -> str:
+    """The id of a plain value: the CID of its canonical CBOR encoding."""
+    return content_id_of_bytes(canonical_encode(value))
+
+
+def parse_content_id(text: str) -> bytes:
+    """The sha2-256 digest inside a content id; MalformedInput for anything else."""
+    if not isinstance(text, str) or len(text) != TEXT_LENGTH or not text.startswith("b"):
+        raise MalformedInput(f"not a content id (CIDv1 base32 'bafyrei...'): {text!r:.80}")
+    body = text[1:]
+    if body != body.lower():
+        raise MalformedInput(f"content id must be lower case: {text!r}")
+    try:
+        raw = base64.b32decode(body.upper() + "=" * (-len(body) % 8))
+    except ValueError as err:
+        raise MalformedInput(f"content id is not base32: {text!r}") from err
+    if not raw.startswith(CID_PREFIX) or len(raw) != len(CID_PREFIX) + DIGEST_LENGTH:
+        raise MalformedInput(f"content id is not a CIDv1 dag-cbor sha2-256: {text!r}")
+    if content_id_of_digest(raw[len(CID_PREFIX) :]) != text:
+        # Non-zero padding bits in the last base32 character: a second spelling of the same id.
+        raise MalformedInput(f"content id is not in canonical base32: {text!r}")
+    return raw[len(CID_PREFIX) :]
+
+
+def content_id_of_digest(digest: bytes) -> str:
+    """The id spelling of a sha2-256 digest."""
+    raw = CID_PREFIX + digest
+    return MULTIBASE_BASE32 + base64.b32encode(raw).decode("ascii").rstrip("=").lower()
