@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,10 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
 
 
-def build_app(backend: ApiBackend, token: str, token_path: Path) -> Starlette:
+def build_app(
+    backend: ApiBackend, token: str, token_path: Path, more_routes: Sequence[Route] = ()
+) -> Starlette:
+    """The API app; `more_routes` (the vault's) get the same token check as the built-in ones."""
     expected = f"Bearer {token}".encode()
 
     def authorized(request: Request) -> bool:
@@ -94,6 +97,10 @@ def build_app(backend: ApiBackend, token: str, token_path: Path) -> Starlette:
             Route(f"{API_VERSION_PREFIX}/peers", guarded(peers), methods=["GET"]),
             Route("/metrics", guarded(metrics), methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
+            *(
+                Route(route.path, guarded(route.endpoint), methods=route.methods)
+                for route in more_routes
+            ),
         ],
         exception_handlers={404: not_found, 405: method_not_allowed},
     )

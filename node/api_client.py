@@ -11,7 +11,8 @@ from typing import Any
 from node.errors import NodeError
 from node.runtime import read_runtime_file, read_token
 
-TIMEOUT_S = 10.0
+# Long enough for an import batch or a full verify of a large vault.
+TIMEOUT_S = 300.0
 # No proxies, whatever http_proxy says: the API is on loopback, and the bearer token must never
 # be handed to a proxy.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -22,11 +23,19 @@ class ApiError(NodeError):
 
 
 def get_json(data_dir: Path, path: str) -> Any:
+    return request_json(data_dir, "GET", path)
+
+
+def request_json(data_dir: Path, method: str, path: str, body: Any = None) -> Any:
+    """Call the running node's API; raise ApiError with the node's own message on refusal."""
     info = read_runtime_file(data_dir)
     url = str(info["api"]).rstrip("/") + path
-    request = urllib.request.Request(
-        url, headers={"Authorization": f"Bearer {read_token(data_dir)}"}
-    )
+    headers = {"Authorization": f"Bearer {read_token(data_dir)}"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
         with _OPENER.open(request, timeout=TIMEOUT_S) as response:
             return json.load(response)
@@ -35,7 +44,7 @@ def get_json(data_dir: Path, path: str) -> Any:
             message = json.load(err).get("message", err.reason)
         except ValueError:
             message = err.reason
-        raise ApiError(f"the node refused {path}: {message}") from err
+        raise ApiError(f"the node refused {method} {path.split('?')[0]}: {message}") from err
     except (urllib.error.URLError, OSError) as err:
         raise ApiError(
             f"cannot reach the node's control API at {url} ({err}): is it still running?"

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from node import cli_vault
 from node.errors import NodeError, find_exception
 from protocols.errors import ProtocolError
 from store.errors import StoreError
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the running node's identity, addresses, uptime and peers",
     )
     commands.add_parser("peers", parents=[common, json_flag], help="list connected and known peers")
+    cli_vault.add_commands(commands, [common, json_flag])
     return parser
 
 
@@ -164,6 +166,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _status(data_dir, args)
     if args.command == "peers":
         return _peers(data_dir, args)
+    if args.command in cli_vault.COMMANDS:
+        return cli_vault.run(args, data_dir)
     raise AssertionError(args.command)
 
 

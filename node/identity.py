@@ -39,6 +39,7 @@ from store.identity import (
     save_device,
     save_identity,
 )
+from store.vault_log import LocalSigner
 
 DATABASE_FILE = "vivim.db"
 KEYS_DIR = "keys"
@@ -62,6 +63,14 @@ class PublicIdentity:
 @dataclass(frozen=True, kw_only=True)
 class LocalIdentity(PublicIdentity):
     device_seed: bytes
+
+    def signer(self) -> LocalSigner:
+        """What signs this device's ops: the device key, acting for the DID."""
+        return LocalSigner(
+            author=self.did,
+            device=self.peer_id,
+            signing_key=nacl.signing.SigningKey(self.device_seed),
+        )
 
 
 def is_initialised(data_dir: Path) -> bool:

@@ -31,6 +31,7 @@ from node.runtime import (
     write_runtime_file,
 )
 from node.state import NodeState
+from node.vault_api import build_vault_routes
 
 log = structlog.get_logger()
 
@@ -99,6 +100,7 @@ async def _start_api(nursery: trio.Nursery, state: NodeState, config: Config, to
         ApiBackend(status=state.status, peers=state.peers, metrics=state.metrics.render),
         token,
         config.data_dir / TOKEN_FILE,
+        build_vault_routes(state.db, state.identity.signer()),
     )
     try:
         binds = await nursery.start(serve_api, app, config.api_port)

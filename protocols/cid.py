@@ -31,6 +31,11 @@ CID_PREFIX = bytes([CID_VERSION, DAG_CBOR, SHA2_256, DIGEST_LENGTH])
 MULTIBASE_BASE32 = "b"
 # "b" + base32 of 36 bytes without padding.
 TEXT_LENGTH = 1 + 58
+# 36 bytes are 288 bits; 58 base32 characters hold 290, the last two bits zero.
+_PAD_BITS = 2
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+_PAIRS = [_ALPHABET[i >> 5] + _ALPHABET[i & 31] for i in range(1024)]
+_SHIFTS = range(280, -10, -10)
 
 
 def content_id_of_bytes(data: bytes) -> str:
@@ -63,6 +68,11 @@ def parse_content_id(text: str) -> bytes:
 
 
 def content_id_of_digest(digest: bytes) -> str:
-    """The id spelling of a sha2-256 digest."""
-    raw = CID_PREFIX + digest
-    return MULTIBASE_BASE32 + base64.b32encode(raw).decode("ascii").rstrip("=").lower()
+    """The id spelling of a sha2-256 digest.
+
+    Every content id is computed on the import hot path (several per ACU), and Python 3.11's
+    base64.b32encode is pure Python: reading the 36 bytes as one integer and emitting two
+    characters per 10 bits is about twice as fast and gives the same text (the tests compare).
+    """
+    bits = int.from_bytes(CID_PREFIX + digest, "big") << _PAD_BITS
+    return MULTIBASE_BASE32 + "".join([_PAIRS[(bits >> s) & 0x3FF] for s in _SHIFTS])

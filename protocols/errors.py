@@ -54,3 +54,61 @@ class BadSignature(RemoteProtocolError):
     """A signed record does not verify under the key it claims to be signed by."""
 
     code = "bad_signature"
+
+
+# --- the vault: hybrid logical clock and the signed op log ----------------------------------------
+
+
+class ClockDrift(RemoteProtocolError):
+    """A remote hybrid-clock stamp is further ahead of our wall clock than the drift we allow.
+
+    Adopting it would drag our clock (and every stamp we issue after it) into the future, so it is
+    refused, never adopted; the clock is left as it was.
+    """
+
+    code = "clock_drift"
+
+
+class CounterOverflow(LocalProtocolError):
+    """The hybrid clock's 16-bit counter would pass 0xFFFF within one millisecond.
+
+    An error, not a wrap: a wrapped counter would issue a stamp at or below one already issued. The
+    clock is left as it was; it can issue again once the wall clock has moved past its last stamp.
+    """
+
+    code = "hlc_overflow"
+
+
+class UnknownDevice(RemoteProtocolError):
+    """An op is signed by a device with no valid certificate (unknown, uncertified or revoked)."""
+
+    code = "unknown_device"
+
+
+class ChainBreak(RemoteProtocolError):
+    """An op does not extend its device's hash chain: a taken sequence number or a wrong `prev`.
+
+    A second, different op at a position already taken is equivocation by the device (or a fork
+    of its log after a restore from an old backup); either way it is refused, not merged.
+    """
+
+    code = "chain_break"
+
+
+class SequenceGap(RemoteProtocolError):
+    """An op's sequence number is past the next one expected from its device: ops are missing.
+
+    Not a misbehaviour in itself (ops can arrive out of order); the caller parks the op until the
+    gap is filled. `expected` is the next sequence number the caller expected, `got` the op's.
+    """
+
+    code = "sequence_gap"
+
+    def __init__(self, expected: int, got: int) -> None:
+        # The arguments are the exception's args, so it pickles and copies like any other.
+        super().__init__(expected, got)
+        self.expected = expected
+        self.got = got
+
+    def __str__(self) -> str:
+        return f"sequence gap: expected seq {self.expected}, got {self.got}"

@@ -59,3 +59,53 @@ class IdentityConflict(StoreError):
         )
         self.stored = stored
         self.offered = offered
+
+
+# --- the vault ------------------------------------------------------------------------------------
+
+
+class ConversationNotFound(StoreError):
+    """No conversation with this id is in the vault (never imported, or deleted)."""
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(f"no conversation {conversation_id} in the vault (unknown or deleted)")
+        self.conversation_id = conversation_id
+
+
+class AcuNotFound(StoreError):
+    """No ACU with this id is in the vault."""
+
+    def __init__(self, acu_id: str) -> None:
+        super().__init__(f"no ACU {acu_id} in the vault")
+        self.acu_id = acu_id
+
+
+class AcuUnchanged(StoreError):
+    """An edit gave an ACU the content it already has: there is no new version to create."""
+
+    def __init__(self, acu_id: str) -> None:
+        super().__init__(f"ACU {acu_id} already has this content: nothing to edit")
+        self.acu_id = acu_id
+
+
+class SharingLevelLowered(StoreError):
+    """A sharing level can only rise (SELF < CIRCLES < NETWORK < GLOBAL): what was shared stays
+    shared. Nothing was changed.
+    """
+
+    def __init__(self, acu_id: str, *, current: str, requested: str) -> None:
+        super().__init__(
+            f"ACU {acu_id} is shared at {current}; its sharing level cannot be lowered to "
+            f"{requested} (it only rises)"
+        )
+        self.acu_id = acu_id
+        self.current = current
+        self.requested = requested
+
+
+class InvalidCursor(StoreError):
+    """A pagination cursor that no listing of this vault returned."""
+
+    def __init__(self, cursor: str) -> None:
+        super().__init__(f"invalid cursor {cursor!r:.80}: pass back a next_cursor of a listing")
+        self.cursor = cursor

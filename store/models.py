@@ -67,4 +67,172 @@ class Peer(_Model):
         table_name = "peer"
 
 
-MODELS: Final[tuple[type[peewee.Model], ...]] = (Identity, Device, Peer)
+# The vault (migration 2). Its hot paths write through sqlite3's executemany (`store.vault_sql`);
+# these models describe the tables and keep the schema test honest.
+
+
+class HlcState(_Model):
+    """The local device's hybrid logical clock: the last stamp it issued or received, packed."""
+
+    node = peewee.TextField(primary_key=True)  # the device's peer id
+    last_packed = peewee.IntegerField()
+
+    class Meta:
+        table_name = "hlc_state"
+
+
+class DeviceLog(_Model):
+    """The head of one device's applied op chain."""
+
+    device = peewee.TextField(primary_key=True)
+    last_seq = peewee.IntegerField()
+    last_op_id = peewee.TextField()
+
+    class Meta:
+        table_name = "device_log"
+
+
+class SyncOp(_Model):
+    """One signed op of the log (`protocols.oplog.SyncOperation`); append-only (triggers)."""
+
+    id = peewee.TextField(primary_key=True)  # content id of `wire`
+    author = peewee.TextField()
+    device = peewee.TextField()
+    seq = peewee.IntegerField()
+    prev = peewee.TextField(null=True)
+    hlc_packed = peewee.IntegerField()
+    hlc_node = peewee.TextField()
+    entity_type = peewee.TextField()
+    entity_id = peewee.TextField()
+    kind = peewee.TextField()
+    payload = peewee.BlobField()  # canonical CBOR of the payload map
+    signature = peewee.BlobField()
+    wire = peewee.BlobField()  # the op's wire bytes, as signed and sent
+    received_at_ms = peewee.IntegerField()  # local: when this node stored it
+
+    class Meta:
+        table_name = "sync_operation"
+
+
+class PendingOp(_Model):
+    """An op parked until the gap before it in its device's chain fills."""
+
+    id = peewee.TextField(primary_key=True)
+    device = peewee.TextField()
+    seq = peewee.IntegerField()
+    wire = peewee.BlobField()
+    received_at_ms = peewee.IntegerField()
+
+    class Meta:
+        table_name = "pending_op"
+
+
+class Conversation(_Model):
+    """A conversation as folded from its ops."""
+
+    id = peewee.TextField(primary_key=True)
+    owner = peewee.TextField()
+    title = peewee.TextField()
+    provider = peewee.TextField()
+    model = peewee.TextField(null=True)
+    source_id = peewee.TextField()
+    created_at_ms = peewee.IntegerField(null=True)
+    updated_at_ms = peewee.IntegerField(null=True)
+    hlc_packed = peewee.IntegerField()  # of the create op the row comes from
+    hlc_node = peewee.TextField()
+    create_op_id = peewee.TextField()
+
+    class Meta:
+        table_name = "conversation"
+
+
+class Message(_Model):
+    """A message of a conversation (create-only)."""
+
+    id = peewee.TextField(primary_key=True)
+    conversation_id = peewee.TextField()
+    position = peewee.IntegerField()  # the payload's `index`
+    role = peewee.TextField()
+    content = peewee.TextField()
+    created_at_ms = peewee.IntegerField(null=True)
+    branch = peewee.TextField()  # main | alternate
+    parent_id = peewee.TextField(null=True)
+    author = peewee.TextField()
+    hlc_packed = peewee.IntegerField()
+    hlc_node = peewee.TextField()
+    create_op_id = peewee.TextField()
+
+    class Meta:
+        table_name = "message"
+
+
+class Acu(_Model):
+    """An atomic chat unit: immutable content, a sharing level that only rises (triggers)."""
+
+    id = peewee.TextField(primary_key=True)
+    author = peewee.TextField()
+    content = peewee.TextField()
+    type = peewee.TextField()
+    source_time_ms = peewee.IntegerField()
+    category = peewee.TextField()
+    language = peewee.TextField(null=True)
+    conversation_id = peewee.TextField()  # provenance
+    message_id = peewee.TextField()
+    position = peewee.IntegerField()  # the provenance `index`
+    provider = peewee.TextField()
+    model = peewee.TextField(null=True)
+    sharing_level = peewee.IntegerField()  # SharingLevel: SELF 0 .. GLOBAL 3
+    author_signature = peewee.BlobField()
+    author_signer = peewee.TextField()
+    hlc_packed = peewee.IntegerField()
+    hlc_node = peewee.TextField()
+    create_op_id = peewee.TextField()
+
+    class Meta:
+        table_name = "acu"
+
+
+class AcuLink(_Model):
+    """A link "source <relation> target" between two ACUs."""
+
+    id = peewee.TextField(primary_key=True)
+    source = peewee.TextField()
+    target = peewee.TextField()
+    relation = peewee.TextField()
+    created_by = peewee.TextField()
+    hlc_packed = peewee.IntegerField()
+    hlc_node = peewee.TextField()
+    create_op_id = peewee.TextField()
+
+    class Meta:
+        table_name = "acu_link"
+
+
+class Tombstone(_Model):
+    """A deleted entity and the delete op that won (the first by HLC, node, op id)."""
+
+    entity_type = peewee.TextField()
+    entity_id = peewee.TextField()
+    op_id = peewee.TextField()
+    hlc_packed = peewee.IntegerField()
+    hlc_node = peewee.TextField()
+
+    class Meta:
+        table_name = "tombstone"
+        indexes = ((("entity_type", "entity_id"), True),)
+
+
+MODELS: Final[tuple[type[peewee.Model], ...]] = (
+    Identity,
+    Device,
+    Peer,
+    HlcState,
+    DeviceLog,
+    SyncOp,
+    PendingOp,
+    Conversation,
+    Message,
+    Acu,
+    AcuLink,
+    Tombstone,
+)

@@ -1,0 +1,183 @@
+"""The vault's routes: one table that both the control API and the CLI's API client read.
+
+Each route names a function of node/vault_ops.py, where its parameters come from (path, query,
+JSON body) and whether it writes. The server builds Starlette routes from the table; the client
+builds requests from it; the CLI's offline path calls the same functions directly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from node import vault_ops
+from node.database import Database
+from protocols.errors import ProtocolError
+from store.errors import StoreError
+from store.vault_log import LocalSigner
+
+# An import batch is a few hundred conversations; 32 MiB leaves room for long ones and still
+# bounds what one request can make the node hold in memory.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class VaultRoute:
+    op: str  # the function in node/vault_ops.py
+    method: str
+    path: str  # Starlette path; {name} parameters are strings
+    query: Mapping[str, type] = field(default_factory=dict)
+    body: Mapping[str, type] = field(default_factory=dict)
+    writes: bool = False  # runs on the single writer thread
+    signer: bool = False  # gets the device's LocalSigner
+    now: bool = False  # gets now_ms
+
+    @property
+    def function(self) -> Callable[..., Any]:
+        fn: Callable[..., Any] = getattr(vault_ops, self.op)
+        return fn
+
+    def path_params(self) -> list[str]:
+        return [part[1:-1] for part in self.path.split("/") if part.startswith("{")]
+
+
+ROUTES: tuple[VaultRoute, ...] = (
+    VaultRoute(
+        op="import_items",
+        method="POST",
+        path="/v1/import",
+        body={"export_format": str, "items": list, "first_position": int},
+        writes=True,
+        signer=True,
+        now=True,
+    ),
+    VaultRoute(
+        op="list_conversations",
+        method="GET",
+        path="/v1/conversations",
+        query={"limit": int, "cursor": str},
+    ),
+    VaultRoute(op="get_conversation", method="GET", path="/v1/conversations/{conversation_id}"),
+    VaultRoute(
+        op="list_acus",
+        method="GET",
+        path="/v1/acus",
+        query={"conversation_id": str, "acu_type": str, "limit": int, "cursor": str},
+    ),
+    VaultRoute(op="get_acu", method="GET", path="/v1/acus/{acu_id}"),
+    VaultRoute(op="acu_history", method="GET", path="/v1/acus/{acu_id}/history"),
+    VaultRoute(
+        op="edit_acu",
+        method="POST",
+        path="/v1/acus/{acu_id}/edit",
+        body={"content": str},
+        writes=True,
+        signer=True,
+        now=True,
+    ),
+    # verify replays the log into scratch tables, which reader connections (query_only) may not.
+    VaultRoute(op="verify", method="GET", path="/v1/verify", writes=True, now=True),
+    VaultRoute(op="state_hash", method="GET", path="/v1/state-hash"),
+)
+ROUTES_BY_OP = {route.op: route for route in ROUTES}
+QUERY_DEFAULTS: Mapping[str, Any] = {"limit": vault_ops.DEFAULT_PAGE}
+
+
+class BadRequest(Exception):
+    pass
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _query_params(route: VaultRoute, request: Request) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for name, kind in route.query.items():
+        raw = request.query_params.get(name)
+        if raw is None:
+            params[name] = QUERY_DEFAULTS.get(name)
+            continue
+        try:
+            params[name] = kind(raw)
+        except ValueError as err:
+            raise BadRequest(f"query parameter {name}={raw!r} is not a {kind.__name__}") from err
+    unknown = set(request.query_params) - set(route.query)
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    return params
+
+
+async def _body_params(route: VaultRoute, request: Request) -> dict[str, Any]:
+    if not route.body:
+        return {}
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes; send smaller batches")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise BadRequest(f"the body is over {MAX_BODY_BYTES} bytes; send smaller batches")
+    try:
+        body = json.loads(raw)
+    except ValueError as err:
+        raise BadRequest(f"the body is not JSON: {err}") from err
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    params: dict[str, Any] = {}
+    for name, kind in route.body.items():
+        value = body.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise BadRequest(f"body field {name!r} must be a {kind.__name__}")
+        params[name] = value
+    unknown = set(body) - set(route.body)
+    if unknown:
+        raise BadRequest(f"unknown body field(s): {', '.join(sorted(unknown))}")
+    return params
+
+
+def build_vault_routes(database: Database, signer: LocalSigner) -> list[Route]:
+    """Starlette routes for the table (the caller puts the token check around them)."""
+    return [
+        Route(route.path, _endpoint(route, database, signer), methods=[route.method])
+        for route in ROUTES
+    ]
+
+
+def _endpoint(
+    route: VaultRoute, database: Database, signer: LocalSigner
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            params = {name: request.path_params[name] for name in route.path_params()}
+            params |= _query_params(route, request)
+            params |= await _body_params(route, request)
+        except BadRequest as err:
+            return JSONResponse({"error": "bad_request", "message": str(err)}, status_code=400)
+        if route.signer:
+            params["signer"] = signer
+        if route.now:
+            params["now_ms"] = now_ms()
+        run = database.write if route.writes else database.read
+        try:
+            result = await run(_call, route.function, params)
+        except (StoreError, ProtocolError) as err:
+            status = vault_ops.error_status(err)
+            if status is None:
+                raise
+            return JSONResponse({"error": status[1], "message": str(err)}, status_code=status[0])
+        return JSONResponse(result)
+
+    return endpoint
+
+
+def _call(db: Any, fn: Callable[..., Any], params: dict[str, Any]) -> Any:
+    return fn(db, **params)

@@ -1,0 +1,85 @@
+"""How the CLI reaches the vault: through the running node's API, or directly when none runs.
+
+Never both writers at once: the direct path holds the data directory's run lock (the same lock
+a running node holds) for as long as it has the database open, so a node cannot start under it,
+and a running node makes the CLI go through its API.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from node import vault_api
+from node.api_client import request_json
+from node.identity import DATABASE_FILE, load_local_identity
+from node.runtime import AlreadyRunning, run_lock
+from store.database import open_database
+from store.vault_log import LocalSigner
+
+
+class VaultClient(Protocol):
+    mode: str  # "api" or "direct"
+
+    def call(self, op: str, **params: Any) -> Any: ...
+
+
+class DirectClient:
+    """Runs node/vault_ops.py functions on the data directory's database."""
+
+    mode = "direct"
+
+    def __init__(self, db: Any, signer: LocalSigner) -> None:
+        self._db = db
+        self._signer = signer
+
+    def call(self, op: str, **params: Any) -> Any:
+        route = vault_api.ROUTES_BY_OP[op]
+        if route.signer:
+            params["signer"] = self._signer
+        if route.now:
+            params["now_ms"] = int(time.time() * 1000)
+        return route.function(self._db, **params)
+
+
+class ApiClient:
+    """Sends the same calls to the running node's control API."""
+
+    mode = "api"
+
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+
+    def call(self, op: str, **params: Any) -> Any:
+        route = vault_api.ROUTES_BY_OP[op]
+        path = route.path
+        for name in route.path_params():
+            value = urllib.parse.quote(str(params.pop(name)), safe="")
+            path = path.replace("{" + name + "}", value)
+        query = {k: v for k, v in params.items() if k in route.query and v is not None}
+        if query:
+            path += "?" + urllib.parse.urlencode(query)
+        body = {k: v for k, v in params.items() if k in route.body}
+        return request_json(
+            self._data_dir, route.method, path, body if route.method == "POST" else None
+        )
+
+
+@contextmanager
+def open_vault_client(data_dir: Path) -> Iterator[VaultClient]:
+    """The API client if a node runs on `data_dir`, else a direct client holding the lock."""
+    # Loading the identity first also gives a clear error when there is none yet.
+    signer = load_local_identity(data_dir).signer()
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(run_lock(data_dir))
+        except AlreadyRunning:
+            yield ApiClient(data_dir)
+            return
+        db = open_database(data_dir / DATABASE_FILE)
+        stack.callback(db.close)
+        yield DirectClient(db, signer)

@@ -1,0 +1,262 @@
+"""Applying ops from elsewhere (a peer, a mailbox, a restore): verify, then apply idempotently.
+
+For each op, in one transaction per call:
+
+1. An op whose id is stored (or parked) already is a duplicate: nothing happens.
+2. Its device must be a known device of its author (the `device` table, store.identity), and not
+   revoked at the op's stamp: an op stamped at or after the revocation is refused
+   (`UnknownDevice`).
+3. `protocols.oplog.verify_op` against the device's chain head: `BadSignature`, `ClockDrift`,
+   `ChainBreak`, or `SequenceGap` when ops of the device are missing before it. Then the payload
+   rules (store.vault_payloads) and the device's clock: its stamps only go up along its chain
+   (a device's clock is persisted and never goes back), else `ChainBreak`.
+4. An op ahead of a gap whose signature and payload are good is parked in `pending_op`; it is
+   applied, checked again against the chain, as soon as the gap fills (in this call or a later
+   one).
+5. Applying stores the op, folds its entity again (store.vault_fold), advances the device's chain
+   head and merges the op's stamp into our clock (HLC receive).
+
+Within a call, ops are taken in (device, seq) order, so a batch that holds a whole stretch of a
+chain never parks. A refused op changes nothing and is reported with its typed error (a
+`ProtocolError`, carrying the wire code). Anything else that goes wrong (the database) raises and
+rolls the whole call back: an op is never stored without its effect, nor the reverse.
+"""
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from peewee import SqliteDatabase
+
+from protocols.errors import ChainBreak, ProtocolError, SequenceGap, UnknownDevice
+from protocols.oplog import SyncOperation, verify_op
+from store.database import write_transaction
+from store.identity import DeviceRow, list_devices
+from store.vault_fold import refold
+from store.vault_log import (
+    OP_INSERT,
+    ChainHead,
+    load_clock,
+    load_head,
+    op_row,
+    save_clock,
+    save_head,
+)
+from store.vault_payloads import check_payload
+from store.vault_sql import chunks, connection, placeholders
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RefusedOp:
+    """An op that was not applied, and why (its `code` is the wire error code)."""
+
+    op_id: str
+    device: str
+    seq: int
+    error: ProtocolError
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ApplyReport:
+    """What `apply_ops` did with each op (ids).
+
+    `applied` includes ops parked by an earlier call whose gap this call filled. `parked` are the
+    ops of this call still waiting for a gap at its end.
+    """
+
+    applied: tuple[str, ...] = ()
+    duplicates: tuple[str, ...] = ()
+    parked: tuple[str, ...] = ()
+    refused: tuple[RefusedOp, ...] = ()
+
+
+def apply_ops(
+    db: SqliteDatabase, ops: Iterable[SyncOperation], now_ms: int, *, local_device: str
+) -> ApplyReport:
+    """Verify and apply `ops` in one transaction (module docstring).
+
+    `local_device` is this node's peer id: its clock (`hlc_state`) takes in every applied op's
+    stamp, so that what this device writes next is stamped after everything it has seen.
+    """
+    with write_transaction(db):
+        applier = _Applier(connection(db), list_devices(db), now_ms, local_device)
+        return applier.run(ops)
+
+
+class _Applier:
+    """One call of `apply_ops`: caches of chain heads and devices, and the report."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        devices: list[DeviceRow],
+        now_ms: int,
+        local_device: str,
+    ) -> None:
+        self._conn = conn
+        self._now_ms = now_ms
+        self._devices = {device.peer_id: device for device in devices}
+        self._clock = load_clock(conn, local_device)
+        self._clock_before = self._clock.last
+        self._heads: dict[str, ChainHead] = {}
+        self._advanced: set[str] = set()  # devices whose head moved
+        self._pending_devices = {
+            device for (device,) in conn.execute("SELECT DISTINCT device FROM pending_op")
+        }
+        self._known: set[str] = set()
+        self._applied: list[str] = []
+        self._duplicates: list[str] = []
+        self._parked: list[str] = []
+        self._refused: list[RefusedOp] = []
+
+    def run(self, ops: Iterable[SyncOperation]) -> ApplyReport:
+        batch: dict[str, SyncOperation] = {}
+        for op in ops:
+            if op.id in batch:
+                self._duplicates.append(op.id)
+            else:
+                batch[op.id] = op
+        self._known = self._stored_or_parked(list(batch))
+        for op in sorted(batch.values(), key=lambda op: (op.device, op.seq, op.id)):
+            if op.id in self._known:
+                self._duplicates.append(op.id)
+            else:
+                self._take(op)
+        for device in sorted(self._advanced):
+            save_head(self._conn, device, self._heads[device])
+        if self._clock.last != self._clock_before:
+            save_clock(self._conn, self._clock)
+        applied = set(self._applied)
+        refused = {refusal.op_id for refusal in self._refused}
+        return ApplyReport(
+            applied=tuple(self._applied),
+            duplicates=tuple(self._duplicates),
+            parked=tuple(i for i in self._parked if i not in applied and i not in refused),
+            refused=tuple(self._refused),
+        )
+
+    def _take(self, op: SyncOperation) -> None:
+        """Apply, park or refuse one op that is neither stored nor parked."""
+        try:
+            self._check(op)
+            self._clock.receive(op.hlc, self._now_ms)
+        except SequenceGap:
+            self._conn.execute(
+                "INSERT INTO pending_op (id, device, seq, wire, received_at_ms)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (op.id, op.device, op.seq, op.to_wire(), self._now_ms),
+            )
+            self._known.add(op.id)
+            self._pending_devices.add(op.device)
+            self._parked.append(op.id)
+            return
+        except ProtocolError as err:
+            self._refuse(op.id, op.device, op.seq, err)
+            return
+        self._write(op)
+        self._drain(op.device)
+
+    def _check(self, op: SyncOperation) -> None:
+        """Raise the first reason `op` cannot be applied now; `SequenceGap` only for an op that
+        is good but early."""
+        key = self._device_key(op)
+        head = self._head(op.device)
+        try:
+            verify_op(
+                op,
+                device_public_key=key,
+                expected_seq=head.seq + 1,
+                expected_prev=head.op_id,
+                now_ms=self._now_ms,
+            )
+        except SequenceGap:
+            check_payload(op, key)
+            raise
+        check_payload(op, key)
+        if head.hlc_packed is not None and op.hlc.packed() <= head.hlc_packed:
+            raise ChainBreak(
+                f"op {op.device} #{op.seq} is stamped at or before the op before it: "
+                "a device's clock never goes back"
+            )
+
+    def _device_key(self, op: SyncOperation) -> bytes:
+        device = self._devices.get(op.device)
+        if device is None or device.did != op.author:
+            raise UnknownDevice(f"{op.device} is not a known device of {op.author}")
+        if device.revoked_at_ms is not None and op.hlc.wall_ms >= device.revoked_at_ms:
+            raise UnknownDevice(
+                f"device {op.device} was revoked at {device.revoked_at_ms} ms; this op is "
+                f"stamped {op.hlc.wall_ms} ms"
+            )
+        return device.public_key
+
+    def _head(self, device: str) -> ChainHead:
+        head = self._heads.get(device)
+        if head is None:
+            head = self._heads[device] = load_head(self._conn, device)
+        return head
+
+    def _write(self, op: SyncOperation) -> None:
+        """Store a checked op, fold its entity, advance its chain head."""
+        self._conn.execute(OP_INSERT, op_row(op, self._now_ms))
+        refold(self._conn, op.entity_type, op.entity_id)
+        head = self._head(op.device)
+        head.seq, head.op_id, head.hlc_packed = op.seq, op.id, op.hlc.packed()
+        self._advanced.add(op.device)
+        self._known.add(op.id)
+        self._applied.append(op.id)
+
+    def _drain(self, device: str) -> None:
+        """Apply the parked ops of `device` that now follow its chain head, in order.
+
+        Parked ops at a position already taken (a second op at one seq) are refused: the first
+        valid one for each position wins.
+        """
+        while device in self._pending_devices:
+            position = self._head(device).seq + 1
+            rows = self._conn.execute(
+                "SELECT id, seq, wire FROM pending_op WHERE device = ? AND seq <= ?"
+                " ORDER BY seq, id",
+                (device, position),
+            ).fetchall()
+            self._conn.execute(
+                "DELETE FROM pending_op WHERE device = ? AND seq <= ?", (device, position)
+            )
+            next_op = None
+            for op_id, seq, wire in rows:
+                try:
+                    op = SyncOperation.from_wire(bytes(wire))
+                    if next_op is not None or op.seq != position:
+                        raise ChainBreak(
+                            f"device {device} already has an op at seq {op.seq}: "
+                            "a second op at a taken position"
+                        )
+                    self._check(op)
+                    self._clock.receive(op.hlc, self._now_ms)
+                    next_op = op
+                except ProtocolError as err:
+                    self._refuse(op_id, device, seq, err)
+            if next_op is None:
+                if not self._conn.execute(
+                    "SELECT 1 FROM pending_op WHERE device = ? LIMIT 1", (device,)
+                ).fetchone():
+                    self._pending_devices.discard(device)
+                return
+            self._write(next_op)
+
+    def _refuse(self, op_id: str, device: str, seq: int, error: ProtocolError) -> None:
+        self._refused.append(RefusedOp(op_id=op_id, device=device, seq=seq, error=error))
+
+    def _stored_or_parked(self, op_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in chunks(op_ids):
+            marks = placeholders(len(chunk))
+            found.update(
+                op_id
+                for (op_id,) in self._conn.execute(
+                    f"SELECT id FROM sync_operation WHERE id IN ({marks})"
+                    f" UNION SELECT id FROM pending_op WHERE id IN ({marks})",
+                    (*chunk, *chunk),
+                )
+            )
+        return found

@@ -1,0 +1,255 @@
+"""The state of an entity as a fold of its ops (vault_spec.md section 5), and writing it.
+
+An entity's state depends only on the set of its stored ops, never on the order they arrived in:
+the ops are sorted by (HLC packed, HLC node, op id), and
+
+- any delete makes the entity a tombstone, recording the first delete: a remove wins over every
+  create and update, whatever their stamps (ACUs are never deleted);
+- otherwise the first create sets the row; a conversation's title is the one of the last op (by
+  that order) that set it, the create included (last writer wins per field); an ACU's sharing
+  level is the highest any of its ops names (a ratchet, so order cannot matter);
+- with no create and no delete (an update that arrived before its create) there is no row yet:
+  the update waits in the log and takes effect when the create arrives and the entity is folded
+  again.
+
+Two devices importing the same conversation create the same entities (ids are content ids) with
+ops of their own; every replica keeps the create that sorts first. For an ACU that changes only
+the create's provenance and author signature, never its content (the id is the hash of the
+content, and creates are checked against it), which the ACU triggers allow.
+
+The same fold materializes the tables when an op is applied (`write_folded`) and replays the
+log when the vault is verified (`store.vault_state`), and the import fast path builds its rows
+with the same row functions, so the three cannot disagree about what a row holds.
+"""
+
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, cast
+
+from protocols.canonical import canonical_decode
+from protocols.vault_records import SharingLevel
+from store.vault_sql import (
+    ACU_COLUMNS,
+    ENTITY_TABLES,
+    TOMBSTONE_COLUMNS,
+    Row,
+    insert_sql,
+    placeholders,
+)
+
+# The ACU columns an UPDATE may set: the rest is the content the id is the hash of.
+_ACU_MUTABLE_AT: Final = ACU_COLUMNS.index("category")
+_ACU_MUTABLE: Final = ACU_COLUMNS[_ACU_MUTABLE_AT:]
+
+
+@dataclass(frozen=True, slots=True)
+class FoldOp:
+    """What the fold needs of one stored op."""
+
+    hlc_packed: int
+    hlc_node: str
+    op_id: str
+    author: str
+    kind: str  # create | update | delete
+    payload: Mapping[str, object]
+
+    @property
+    def key(self) -> tuple[int, str, str]:
+        return (self.hlc_packed, self.hlc_node, self.op_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """An entity's state: a row of its table, a tombstone row, or neither (no create yet)."""
+
+    row: Row | None = None
+    tombstone: Row | None = None  # in TOMBSTONE_COLUMNS order
+
+
+NOTHING: Final = Folded()
+
+# The columns of one stored op that `fold_op_from_row` reads, in this order.
+FOLD_COLUMNS: Final = "hlc_packed, hlc_node, id, author, kind, payload"
+
+
+def fold_op_from_row(row: Sequence[object]) -> FoldOp:
+    """A `FoldOp` from a row of FOLD_COLUMNS (the payload is decoded)."""
+    hlc_packed, hlc_node, op_id, author, kind, payload = row
+    decoded = canonical_decode(cast(bytes, payload))
+    return FoldOp(
+        hlc_packed=cast(int, hlc_packed),
+        hlc_node=cast(str, hlc_node),
+        op_id=cast(str, op_id),
+        author=cast(str, author),
+        kind=cast(str, kind),
+        payload=cast(Mapping[str, object], decoded),
+    )
+
+
+def fold_entity(entity_type: str, entity_id: str, ops: Iterable[FoldOp]) -> Folded:
+    """The state the ops of one entity fold to (module docstring)."""
+    ordered = sorted(ops, key=lambda op: op.key)
+    for op in ordered:
+        if op.kind == "delete":
+            return Folded(tombstone=(entity_type, entity_id, op.op_id, op.hlc_packed, op.hlc_node))
+    creates = [op for op in ordered if op.kind == "create"]
+    if not creates:
+        return NOTHING
+    first = creates[0]
+    if entity_type == "conversation":
+        row = conversation_row(entity_id, first)
+        title = row[2]
+        for op in ordered:
+            if op.kind == "update" and op.key > first.key:
+                title = op.payload["title"]
+        return Folded(row=(*row[:2], title, *row[3:]))
+    if entity_type == "message":
+        return Folded(row=message_row(entity_id, first))
+    if entity_type == "acu":
+        level = max(SharingLevel.from_wire(op.payload["sharing_level"]) for op in ordered)
+        return Folded(row=acu_row(entity_id, first, sharing_level=level))
+    return Folded(row=link_row(entity_id, first))
+
+
+def conversation_row(entity_id: str, create: FoldOp) -> Row:
+    payload = create.payload
+    return (
+        entity_id,
+        create.author,
+        payload["title"],
+        payload["provider"],
+        payload["model"],
+        payload["source_id"],
+        payload["created_at_ms"],
+        payload["updated_at_ms"],
+        create.hlc_packed,
+        create.hlc_node,
+        create.op_id,
+    )
+
+
+def message_row(entity_id: str, create: FoldOp) -> Row:
+    payload = create.payload
+    return (
+        entity_id,
+        payload["conversation_id"],
+        payload["index"],
+        payload["role"],
+        payload["content"],
+        payload["created_at_ms"],
+        payload["branch"],
+        payload["parent_id"],
+        create.author,
+        create.hlc_packed,
+        create.hlc_node,
+        create.op_id,
+    )
+
+
+def acu_row(entity_id: str, create: FoldOp, *, sharing_level: int) -> Row:
+    payload = create.payload
+    provenance = cast(Mapping[str, object], payload["provenance"])
+    return (
+        entity_id,
+        payload["author"],
+        payload["content"],
+        payload["type"],
+        payload["source_time_ms"],
+        payload["category"],
+        payload["language"],
+        provenance["conversation_id"],
+        provenance["message_id"],
+        provenance["index"],
+        provenance["provider"],
+        provenance["model"],
+        int(sharing_level),
+        payload["author_signature"],
+        payload["author_signer"],
+        create.hlc_packed,
+        create.hlc_node,
+        create.op_id,
+    )
+
+
+def link_row(entity_id: str, create: FoldOp) -> Row:
+    payload = create.payload
+    return (
+        entity_id,
+        payload["source"],
+        payload["target"],
+        payload["relation"],
+        payload["created_by"],
+        create.hlc_packed,
+        create.hlc_node,
+        create.op_id,
+    )
+
+
+def load_entity_ops(conn: sqlite3.Connection, entity_type: str, entity_id: str) -> list[FoldOp]:
+    """Every stored op of one entity."""
+    rows = conn.execute(
+        f"SELECT {FOLD_COLUMNS} FROM sync_operation WHERE entity_id = ? AND entity_type = ?",
+        (entity_id, entity_type),
+    )
+    return [fold_op_from_row(row) for row in rows]
+
+
+def refold(conn: sqlite3.Connection, entity_type: str, entity_id: str) -> Folded:
+    """Fold one entity from its stored ops and write the result to its table."""
+    folded = fold_entity(entity_type, entity_id, load_entity_ops(conn, entity_type, entity_id))
+    write_folded(conn, entity_type, entity_id, folded)
+    return folded
+
+
+def write_folded(
+    conn: sqlite3.Connection, entity_type: str, entity_id: str, folded: Folded
+) -> None:
+    """Make the materialized tables hold `folded` for this entity.
+
+    A state only ever moves forward (nothing -> row -> tombstone), since ops are only added.
+    ACU rows are never replaced: only their mutable columns are updated, so the triggers that
+    guard their content hold for this path too.
+    """
+    table, columns = ENTITY_TABLES[entity_type]
+    if folded.tombstone is not None:
+        conn.execute(f"DELETE FROM {table} WHERE id = ?", (entity_id,))
+        conn.execute(
+            insert_sql("tombstone", TOMBSTONE_COLUMNS)
+            + " ON CONFLICT (entity_type, entity_id) DO UPDATE SET op_id = excluded.op_id,"
+            " hlc_packed = excluded.hlc_packed, hlc_node = excluded.hlc_node",
+            folded.tombstone,
+        )
+        return
+    row = folded.row
+    if row is None:
+        return
+    if entity_type != "acu":
+        updates = ", ".join(f"{column} = excluded.{column}" for column in columns[1:])
+        conn.execute(insert_sql(table, columns) + f" ON CONFLICT (id) DO UPDATE SET {updates}", row)
+        return
+    stored = conn.execute(
+        f"SELECT {', '.join(_ACU_MUTABLE)} FROM acu WHERE id = ?", (entity_id,)
+    ).fetchone()
+    if stored is None:
+        conn.execute(insert_sql("acu", ACU_COLUMNS), row)
+    elif tuple(stored) != row[_ACU_MUTABLE_AT:]:
+        assignments = ", ".join(f"{column} = ?" for column in _ACU_MUTABLE)
+        conn.execute(
+            f"UPDATE acu SET {assignments} WHERE id = ?", (*row[_ACU_MUTABLE_AT:], entity_id)
+        )
+
+
+def entity_ids_with_ops(conn: sqlite3.Connection, entity_ids: Sequence[str]) -> dict[str, set[str]]:
+    """For each id among `entity_ids` that has ops in the log, the kinds of those ops."""
+    found: dict[str, set[str]] = {}
+    if not entity_ids:
+        return found
+    rows = conn.execute(
+        "SELECT DISTINCT entity_id, kind FROM sync_operation"
+        f" WHERE entity_id IN ({placeholders(len(entity_ids))})",
+        tuple(entity_ids),
+    )
+    for entity_id, kind in rows:
+        found.setdefault(entity_id, set()).add(kind)
+    return found

@@ -1,0 +1,212 @@
+"""What an op may say about its entity: the payload rules of vault_spec.md section 4.
+
+`check_payload` is run on every op from elsewhere (a peer, a stored log being verified) before it
+is stored, and refuses with `MalformedInput` (or `BadSignature` for an ACU's author signature)
+anything our own vault API would never write. Every rule depends on the op alone, never on what
+the vault already holds, so every replica accepts or refuses the same op the same way; that is
+what lets any delivery order converge.
+
+- A create must name its entity: the id is recomputed from the payload (ids are content ids), so
+  a create cannot claim one id and carry another entity's content.
+- Messages and links are create-only (and deletable); ACUs are create-only and never deleted, and
+  their only update is `{"sharing_level": L}`; a conversation's only update is `{"title": T}`.
+- A delete carries an empty payload.
+- An ACU's `author` is the op's author and its `author_signer` the op's device, whose key signed
+  the ACU id (vault_spec.md section 4), so the signature is checked with the key already at hand.
+"""
+
+from collections.abc import Mapping
+
+import nacl.exceptions
+import nacl.signing
+
+from protocols.cid import parse_content_id
+from protocols.errors import BadSignature, MalformedInput
+from protocols.oplog import OpKind, SyncOperation
+from protocols.vault_records import (
+    AcuType,
+    Branch,
+    LinkRelation,
+    SharingLevel,
+    acu_id,
+    conversation_id,
+    link_id,
+    message_id,
+)
+
+# SQLite INTEGER is signed 64-bit.
+MIN_INT = -(2**63)
+MAX_INT = 2**63 - 1
+SIGNATURE_LENGTH = 64
+
+CONVERSATION_FIELDS = frozenset(
+    {"title", "provider", "model", "created_at_ms", "updated_at_ms", "source_id"}
+)
+MESSAGE_FIELDS = frozenset(
+    {"conversation_id", "role", "content", "index", "created_at_ms", "branch", "parent_id"}
+)
+ACU_FIELDS = frozenset(
+    {
+        "author",
+        "content",
+        "type",
+        "category",
+        "language",
+        "source_time_ms",
+        "provenance",
+        "sharing_level",
+        "author_signature",
+        "author_signer",
+    }
+)
+PROVENANCE_FIELDS = frozenset({"conversation_id", "message_id", "index", "provider", "model"})
+LINK_FIELDS = frozenset({"source", "target", "relation", "created_by"})
+_BRANCHES = frozenset(branch.value for branch in Branch)
+
+
+def check_payload(op: SyncOperation, device_public_key: bytes) -> None:
+    """Raise `MalformedInput` unless `op` is a change our vault API could have made.
+
+    `device_public_key` is the key of `op.device` (already checked against its signature), used
+    for an ACU's author signature, which raises `BadSignature`.
+    """
+    payload = op.payload
+    kind = op.kind
+    if kind is not OpKind.CREATE:
+        parse_content_id(op.entity_id)
+    match op.entity_type, kind:
+        case "conversation", OpKind.CREATE:
+            _check_conversation(op, payload)
+        case "conversation", OpKind.UPDATE:
+            _check_fields(payload, frozenset({"title"}), "conversation update")
+            _text(payload, "title")
+        case "message", OpKind.CREATE:
+            _check_message(op, payload)
+        case "acu", OpKind.CREATE:
+            _check_acu(op, payload, device_public_key)
+        case "acu", OpKind.UPDATE:
+            _check_fields(payload, frozenset({"sharing_level"}), "ACU update")
+            SharingLevel.from_wire(payload["sharing_level"])
+        case "acu", OpKind.DELETE:
+            raise MalformedInput("an ACU is never deleted: ACUs are immutable")
+        case "acu_link", OpKind.CREATE:
+            _check_link(op, payload)
+        case (("conversation" | "message" | "acu_link"), OpKind.DELETE):
+            _check_fields(payload, frozenset(), f"{op.entity_type} delete")
+        case _:
+            raise MalformedInput(f"a {op.entity_type} is create-only: no {kind.value} op")
+
+
+def _check_conversation(op: SyncOperation, payload: Mapping[str, object]) -> None:
+    _check_fields(payload, CONVERSATION_FIELDS, "conversation create")
+    _text(payload, "title")
+    provider = _text(payload, "provider")
+    source_id = _text(payload, "source_id")
+    _optional_text(payload, "model")
+    _optional_int(payload, "created_at_ms")
+    _optional_int(payload, "updated_at_ms")
+    _check_id(op, conversation_id(op.author, provider, source_id))
+
+
+def _check_message(op: SyncOperation, payload: Mapping[str, object]) -> None:
+    _check_fields(payload, MESSAGE_FIELDS, "message create")
+    conversation = _text(payload, "conversation_id")
+    parse_content_id(conversation)
+    index = _int(payload, "index", minimum=0)
+    role = _text(payload, "role")
+    content = _text(payload, "content")
+    created_at_ms = _optional_int(payload, "created_at_ms")
+    _choice(payload, "branch", _BRANCHES)
+    parent = _optional_text(payload, "parent_id")
+    if parent is not None:
+        parse_content_id(parent)
+    _check_id(op, message_id(conversation, index, role, content, created_at_ms))
+
+
+def _check_acu(op: SyncOperation, payload: Mapping[str, object], device_public_key: bytes) -> None:
+    _check_fields(payload, ACU_FIELDS, "ACU create")
+    author = _text(payload, "author")
+    if author != op.author:
+        raise MalformedInput("an ACU's author must be the author of the op that creates it")
+    content = _text(payload, "content")
+    acu_type = AcuType.from_wire(payload["type"])
+    _text(payload, "category")
+    _optional_text(payload, "language")
+    source_time_ms = _int(payload, "source_time_ms")
+    provenance = payload["provenance"]
+    if not isinstance(provenance, dict):
+        raise MalformedInput("ACU provenance must be a map")
+    _check_fields(provenance, PROVENANCE_FIELDS, "ACU provenance")
+    parse_content_id(_text(provenance, "conversation_id"))
+    parse_content_id(_text(provenance, "message_id"))
+    _int(provenance, "index", minimum=0)
+    _text(provenance, "provider")
+    _optional_text(provenance, "model")
+    SharingLevel.from_wire(payload["sharing_level"])
+    if payload["author_signer"] != op.device:
+        raise MalformedInput("an ACU's author_signer must be the device that signs its create op")
+    signature = payload["author_signature"]
+    if not isinstance(signature, bytes) or len(signature) != SIGNATURE_LENGTH:
+        raise MalformedInput(f"author_signature must be {SIGNATURE_LENGTH} bytes")
+    _check_id(op, acu_id(author, content, acu_type, source_time_ms))
+    try:
+        nacl.signing.VerifyKey(device_public_key).verify(op.entity_id.encode(), signature)
+    except nacl.exceptions.BadSignatureError as err:
+        raise BadSignature(f"author signature of ACU {op.entity_id} does not verify") from err
+
+
+def _check_link(op: SyncOperation, payload: Mapping[str, object]) -> None:
+    _check_fields(payload, LINK_FIELDS, "link create")
+    source = _text(payload, "source")
+    target = _text(payload, "target")
+    parse_content_id(source)
+    parse_content_id(target)
+    relation = LinkRelation.from_wire(payload["relation"])
+    if payload["created_by"] != op.author:
+        raise MalformedInput("a link's created_by must be the author of the op that creates it")
+    _check_id(op, link_id(source, target, relation))
+
+
+def _check_id(op: SyncOperation, derived: str) -> None:
+    if op.entity_id != derived:
+        raise MalformedInput(
+            f"{op.entity_type} id {op.entity_id} is not the id of its content ({derived})"
+        )
+
+
+def _check_fields(payload: Mapping[str, object], expected: frozenset[str], what: str) -> None:
+    if payload.keys() != expected:
+        missing = sorted(expected - payload.keys())
+        extra = sorted(payload.keys() - expected)
+        raise MalformedInput(f"{what} payload fields wrong: missing {missing}, unexpected {extra}")
+
+
+def _text(payload: Mapping[str, object], name: str) -> str:
+    value = payload[name]
+    if not isinstance(value, str):
+        raise MalformedInput(f"{name} is a {type(value).__name__}, expected str")
+    return value
+
+
+def _optional_text(payload: Mapping[str, object], name: str) -> str | None:
+    return None if payload[name] is None else _text(payload, name)
+
+
+def _int(payload: Mapping[str, object], name: str, *, minimum: int = MIN_INT) -> int:
+    value = payload[name]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MalformedInput(f"{name} is a {type(value).__name__}, expected int")
+    if not minimum <= value <= MAX_INT:
+        raise MalformedInput(f"{name} is {value}, outside [{minimum}, 2**63 - 1]")
+    return value
+
+
+def _optional_int(payload: Mapping[str, object], name: str) -> int | None:
+    return None if payload[name] is None else _int(payload, name)
+
+
+def _choice(payload: Mapping[str, object], name: str, allowed: frozenset[str]) -> str:
+    value = _text(payload, name)
+    if value not in allowed:
+        raise MalformedInput(f"{name} is {value!r:.40}, expected one of {sorted(allowed)}")
+    return value

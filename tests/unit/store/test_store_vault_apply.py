@@ -1,0 +1,379 @@
+"""Applying remote ops: idempotence, parking out-of-order ops, every refusal changing nothing."""
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import peewee
+import pytest
+from test_store_vault_support import T0, Owner, conversation, count, snapshot, stored_ops
+
+from protocols.errors import (
+    BadSignature,
+    ChainBreak,
+    ClockDrift,
+    MalformedInput,
+    ProtocolError,
+    UnknownDevice,
+)
+from protocols.hlc import Timestamp
+from protocols.oplog import OpKind, SyncOperation
+from protocols.vault_records import SharingLevel, conversation_id
+from store.identity import save_device
+from store.sql import execute_sql
+from store.vault import (
+    ApplyReport,
+    apply_ops,
+    edit_acu,
+    get_acu,
+    get_conversation,
+    import_conversation,
+    list_acus,
+    raise_sharing_level,
+    set_title,
+    state_hash,
+    verify_vault,
+)
+
+NOW = T0 + 3_600_000
+
+
+@pytest.fixture
+def owner() -> Owner:
+    return Owner(count=3)
+
+
+@pytest.fixture
+def vaults(tmp_path: Path, owner: Owner) -> Iterator[list[peewee.SqliteDatabase]]:
+    """A vault per device, plus a fourth that only receives."""
+    dbs = [owner.open_vault(tmp_path / f"vault-{n}.db") for n in range(4)]
+    yield dbs
+    for db in dbs:
+        db.close()
+
+
+def receive(
+    db: peewee.SqliteDatabase, owner: Owner, ops: list[SyncOperation], now_ms: int = NOW
+) -> ApplyReport:
+    return apply_ops(db, ops, now_ms, local_device=owner.devices[0].peer_id)
+
+
+def sign_next(
+    owner: Owner, device: int, after: SyncOperation | None, **fields: object
+) -> SyncOperation:
+    """A hand-made op of `device` following `after` (its previous op)."""
+    values: dict[str, object] = {
+        "signing_key": owner.devices[device].key,
+        "author": owner.did,
+        "device": owner.devices[device].peer_id,
+        "seq": 1 if after is None else after.seq + 1,
+        "prev": None if after is None else after.id,
+        "hlc": Timestamp(
+            wall_ms=NOW - 1000,
+            counter=0 if after is None else after.hlc.counter + 1,
+            node=owner.devices[device].peer_id,
+        ),
+        "kind": OpKind.UPDATE,
+    }
+    values.update(fields)
+    return SyncOperation.sign(**values)  # type: ignore[arg-type]
+
+
+def test_a_receiving_vault_reaches_the_same_state(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    source, target = vaults[0], vaults[3]
+    import_conversation(source, owner.devices[0].signer, conversation(1), T0)
+    ops = stored_ops(source)
+    report = receive(target, owner, ops)
+    assert report.applied == tuple(op.id for op in ops)
+    assert state_hash(target) == state_hash(source)
+    assert verify_vault(target, NOW) == []
+    assert execute_sql(target, "SELECT device, last_seq FROM device_log").fetchall() == [
+        (owner.devices[0].peer_id, len(ops))
+    ]
+
+
+def test_applying_the_same_ops_again_changes_nothing(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    source, target = vaults[0], vaults[3]
+    import_conversation(source, owner.devices[0].signer, conversation(1), T0)
+    ops = stored_ops(source)
+    receive(target, owner, ops)
+    before = snapshot(target)
+    report = receive(target, owner, [*ops, ops[0]])
+    assert report.applied == () and len(report.duplicates) == len(ops) + 1
+    assert snapshot(target) == before
+    # The same op twice within one batch.
+    fresh = vaults[2]
+    report = receive(fresh, owner, [ops[0], ops[0]])
+    assert report.applied == (ops[0].id,) and report.duplicates == (ops[0].id,)
+
+
+def test_out_of_order_ops_are_parked_until_the_gap_fills(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    source, target = vaults[0], vaults[3]
+    import_conversation(source, owner.devices[0].signer, conversation(1), T0)
+    ops = stored_ops(source)
+    report = receive(target, owner, ops[5:])
+    assert report.parked == tuple(op.id for op in ops[5:])
+    assert count(target, "pending_op") == len(ops) - 5
+    assert count(target, "sync_operation") == 0
+    assert receive(target, owner, ops[5:7]).duplicates == (ops[5].id, ops[6].id)
+    report = receive(target, owner, ops[2:5])
+    assert report.parked == tuple(op.id for op in ops[2:5])
+    report = receive(target, owner, ops[:2])
+    assert report.applied == tuple(op.id for op in ops)
+    assert count(target, "pending_op") == 0
+    assert state_hash(target) == state_hash(source)
+    assert verify_vault(target, NOW) == []
+
+
+def refused_with(
+    db: peewee.SqliteDatabase, owner: Owner, ops: list[SyncOperation], error: type[ProtocolError]
+) -> ProtocolError:
+    """Apply `ops`; the last is refused with `error` and changes nothing."""
+    receive(db, owner, ops[:-1])
+    before = snapshot(db)
+    report = receive(db, owner, ops[-1:])
+    assert report.applied == () and report.parked == ()
+    (refusal,) = report.refused
+    assert refusal.op_id == ops[-1].id
+    assert type(refusal.error) is error, refusal.error
+    assert snapshot(db) == before
+    return refusal.error
+
+
+def test_a_bad_signature_is_refused(vaults: list[peewee.SqliteDatabase], owner: Owner) -> None:
+    import_conversation(vaults[0], owner.devices[0].signer, conversation(1), T0)
+    ops = stored_ops(vaults[0])
+    forged = replace(ops[1], signature=bytes(64))
+    error = refused_with(vaults[3], owner, [ops[0], forged], BadSignature)
+    assert error.code == "bad_signature"
+
+
+def test_an_op_of_an_unknown_device_is_refused(
+    tmp_path: Path, vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    stranger = Owner(count=1, seed=9)
+    db = stranger.open_vault(tmp_path / "stranger.db")
+    try:
+        import_conversation(db, stranger.devices[0].signer, conversation(1), T0)
+        ops = stored_ops(db)
+    finally:
+        db.close()
+    refused_with(vaults[3], owner, ops[:1], UnknownDevice)
+
+
+def test_a_device_of_another_did_is_refused(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    other = Owner(count=1, seed=9)
+    # The op claims our owner's DID but is signed by the other owner's device.
+    claimed = SyncOperation.sign(
+        signing_key=other.devices[0].key,
+        author=owner.did,
+        device=other.devices[0].peer_id,
+        seq=1,
+        prev=None,
+        hlc=Timestamp(wall_ms=NOW, counter=0, node=other.devices[0].peer_id),
+        entity_type="conversation",
+        entity_id=conversation_id(owner.did, "chatgpt", "x"),
+        kind=OpKind.UPDATE,
+        payload={"title": "hijack"},
+    )
+    save_device(vaults[3], other.devices[0].row)  # known, but as a device of another DID
+    refused_with(vaults[3], owner, [claimed], UnknownDevice)
+
+
+def test_ops_of_a_revoked_device_after_its_revocation_are_refused(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    device = owner.devices[1]
+    import_conversation(vaults[1], device.signer, conversation(1), T0)
+    key = conversation_id(owner.did, "chatgpt", "conversation-1")
+    set_title(vaults[1], device.signer, key, "after revocation", T0 + 60_000)
+    ops = stored_ops(vaults[1])
+    save_device(vaults[3], replace(device.row, revoked_at_ms=T0 + 30_000))
+    error = refused_with(vaults[3], owner, ops, UnknownDevice)
+    assert "revoked" in str(error)
+    detail = get_conversation(vaults[3], key)
+    assert detail is not None and detail.conversation.title == "Conversation 1"
+
+
+def test_a_second_op_at_a_taken_position_is_a_chain_break(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    import_conversation(vaults[0], owner.devices[0].signer, conversation(1), T0)
+    ops = stored_ops(vaults[0])
+    key = ops[0].entity_id
+    equivocation = sign_next(
+        owner, 0, ops[0], entity_type="conversation", entity_id=key, payload={"title": "fork"}
+    )
+    refused_with(vaults[3], owner, [*ops[:2], equivocation], ChainBreak)
+
+
+def test_a_stamp_going_back_along_a_chain_is_a_chain_break(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    import_conversation(vaults[0], owner.devices[0].signer, conversation(1), T0)
+    ops = stored_ops(vaults[0])
+    back = sign_next(
+        owner,
+        0,
+        ops[-1],
+        entity_type="conversation",
+        entity_id=ops[0].entity_id,
+        payload={"title": "from the past"},
+        hlc=Timestamp(wall_ms=T0 - 1, counter=0, node=owner.devices[0].peer_id),
+    )
+    refused_with(vaults[3], owner, [*ops, back], ChainBreak)
+
+
+def test_an_op_from_the_future_is_refused(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    op = sign_next(
+        owner,
+        0,
+        None,
+        entity_type="conversation",
+        entity_id=conversation_id(owner.did, "chatgpt", "x"),
+        payload={"title": "t"},
+        hlc=Timestamp(wall_ms=NOW + 301_000, counter=0, node=owner.devices[0].peer_id),
+    )
+    refused_with(vaults[3], owner, [op], ClockDrift)
+
+
+@pytest.mark.parametrize(
+    ("entity_type", "kind", "payload", "match"),
+    [
+        ("acu", OpKind.DELETE, {}, "never deleted"),
+        ("message", OpKind.UPDATE, {"content": "x"}, "create-only"),
+        ("acu_link", OpKind.UPDATE, {}, "create-only"),
+        ("conversation", OpKind.UPDATE, {"title": 5}, "expected str"),
+        ("conversation", OpKind.UPDATE, {"title": "t", "owner": "me"}, "unexpected"),
+        ("acu", OpKind.UPDATE, {"sharing_level": "EVERYONE"}, "sharing level"),
+        ("conversation", OpKind.DELETE, {"why": "x"}, "unexpected"),
+        (
+            "conversation",
+            OpKind.CREATE,
+            {
+                "title": "t",
+                "provider": "chatgpt",
+                "model": None,
+                "created_at_ms": None,
+                "updated_at_ms": None,
+                "source_id": "another",
+            },
+            "not the id of its content",
+        ),
+    ],
+)
+def test_ops_our_api_would_never_write_are_refused(
+    vaults: list[peewee.SqliteDatabase],
+    owner: Owner,
+    entity_type: str,
+    kind: OpKind,
+    payload: dict[str, object],
+    match: str,
+) -> None:
+    op = sign_next(
+        owner,
+        0,
+        None,
+        entity_type=entity_type,
+        entity_id=conversation_id(owner.did, "chatgpt", "x"),
+        kind=kind,
+        payload=payload,
+    )
+    error = refused_with(vaults[3], owner, [op], MalformedInput)
+    assert match in str(error)
+
+
+def test_an_acu_with_a_forged_author_signature_is_refused(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    import_conversation(vaults[0], owner.devices[0].signer, conversation(1), T0)
+    ops = stored_ops(vaults[0])
+    first_acu = next(i for i, op in enumerate(ops) if op.entity_type == "acu")
+    original = ops[first_acu]
+    forged = SyncOperation.sign(
+        signing_key=owner.devices[0].key,
+        author=original.author,
+        device=original.device,
+        seq=original.seq,
+        prev=original.prev,
+        hlc=original.hlc,
+        entity_type="acu",
+        entity_id=original.entity_id,
+        kind=OpKind.CREATE,
+        payload={**original.payload, "author_signature": bytes(64)},
+    )
+    refused_with(vaults[3], owner, [*ops[:first_acu], forged], BadSignature)
+
+
+def test_an_update_that_arrives_before_its_create_takes_effect_with_it(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    first, second, _, target = vaults
+    import_conversation(first, owner.devices[0].signer, conversation(1), T0)
+    receive(second, owner, stored_ops(first))
+    key = conversation_id(owner.did, "chatgpt", "conversation-1")
+    acu_id = list_acus(second).items[0].id
+    set_title(second, owner.devices[1].signer, key, "Renamed on the phone", NOW)
+    raise_sharing_level(second, owner.devices[1].signer, acu_id, SharingLevel.CIRCLES, NOW)
+    phone_ops = [op for op in stored_ops(second) if op.device == owner.devices[1].peer_id]
+    receive(target, owner, phone_ops)
+    assert get_conversation(target, key) is None
+    receive(target, owner, stored_ops(first))
+    detail = get_conversation(target, key)
+    assert detail is not None and detail.conversation.title == "Renamed on the phone"
+    acu = get_acu(target, acu_id)
+    assert acu is not None and acu.sharing_level is SharingLevel.CIRCLES
+    assert state_hash(target) == state_hash(second)
+    assert verify_vault(target, NOW) == []
+
+
+def test_what_a_device_writes_after_receiving_is_stamped_after_it(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    laptop, phone = vaults[0], vaults[1]
+    key = conversation_id(owner.did, "chatgpt", "conversation-1")
+    # The laptop's clock runs four minutes ahead of the phone's.
+    import_conversation(laptop, owner.devices[0].signer, conversation(1), NOW + 240_000)
+    set_title(laptop, owner.devices[0].signer, key, "laptop", NOW + 240_000)
+    apply_ops(phone, stored_ops(laptop), NOW, local_device=owner.devices[1].peer_id)
+    set_title(phone, owner.devices[1].signer, key, "phone, later", NOW + 1)
+    detail = get_conversation(phone, key)
+    assert detail is not None and detail.conversation.title == "phone, later"
+
+
+@pytest.mark.parametrize("phone_first", [False, True])
+def test_two_devices_importing_the_same_conversation_converge(
+    vaults: list[peewee.SqliteDatabase], owner: Owner, phone_first: bool
+) -> None:
+    laptop, phone, _, target = vaults
+    import_conversation(laptop, owner.devices[0].signer, conversation(1), T0 + 5)
+    import_conversation(phone, owner.devices[1].signer, conversation(1), T0)
+    laptop_ops, phone_ops = stored_ops(laptop), stored_ops(phone)
+    receive(laptop, owner, phone_ops)
+    batches = [phone_ops, laptop_ops] if phone_first else [laptop_ops, phone_ops]
+    for batch in batches:
+        receive(target, owner, batch)
+    # The phone's creates sort first (earlier stamps): every replica keeps them.
+    acu = list_acus(target).items[0]
+    assert acu.author_signer == owner.devices[1].peer_id
+    assert state_hash(target) == state_hash(laptop)
+    assert verify_vault(target, NOW) == [] and verify_vault(laptop, NOW) == []
+
+
+def test_an_edit_replicates(vaults: list[peewee.SqliteDatabase], owner: Owner) -> None:
+    source, target = vaults[0], vaults[3]
+    import_conversation(source, owner.devices[0].signer, conversation(1), T0)
+    old = list_acus(source).items[0].id
+    edit_acu(source, owner.devices[0].signer, old, "new text", T0 + 1)
+    receive(target, owner, list(reversed(stored_ops(source))))
+    assert state_hash(target) == state_hash(source)
