@@ -56,19 +56,21 @@ def read_token(data_dir: Path) -> str:
 
 
 @contextmanager
-def run_lock(data_dir: Path) -> Iterator[None]:
-    """Hold the data directory for the life of the node process."""
+def run_lock(data_dir: Path, holder: str = "vivim-node run") -> Iterator[None]:
+    """Hold the data directory: for the life of a node, or of a command that opens the database
+    while no node runs. The lock file says who holds it, for the error the next comer gets."""
     fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as err:
-            pid = _running_pid(data_dir)
-            who = f" (pid {pid})" if pid else ""
+            who = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             raise AlreadyRunning(
-                f"another vivim-node is already running on {data_dir}{who}: stop it first, "
+                f"{data_dir} is in use by {who}: wait for it or stop it, "
                 "or give this one its own --data-dir"
             ) from err
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{holder} (pid {os.getpid()})\n".encode(), 0)
         yield
     finally:
         os.close(fd)
@@ -104,14 +106,6 @@ def read_runtime_file(data_dir: Path) -> dict[str, Any]:
             f"the node that wrote {path} is no longer running: start it with `vivim-node run`"
         )
     return info
-
-
-def _running_pid(data_dir: Path) -> int | None:
-    try:
-        pid = json.loads((data_dir / RUNTIME_FILE).read_text()).get("pid")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return pid if isinstance(pid, int) else None
 
 
 def _pid_alive(pid: object) -> bool:

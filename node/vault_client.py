@@ -76,7 +76,7 @@ def open_vault_client(data_dir: Path) -> Iterator[VaultClient]:
     signer = load_local_identity(data_dir).signer()
     with ExitStack() as stack:
         try:
-            stack.enter_context(run_lock(data_dir))
+            stack.enter_context(run_lock(data_dir, holder="a vivim-node command"))
         except AlreadyRunning:
             yield ApiClient(data_dir)
             return

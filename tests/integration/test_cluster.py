@@ -72,7 +72,7 @@ async def test_second_node_on_the_same_data_dir_is_refused(start: StartNode) -> 
     a = await start("a")
     result = await run_cli("run", "--data-dir", str(a.data_dir), "--listen", "/ip4/127.0.0.1/tcp/0")
     assert result.returncode != 0
-    assert b"already running" in result.stderr
+    assert b"in use by vivim-node run (pid " in result.stderr
     assert result.stdout == b""
     assert (await run_cli("status", "--json", "--data-dir", str(a.data_dir))).returncode == 0
 
