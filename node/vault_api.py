@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -22,6 +23,8 @@ from node.database import Database
 from protocols.errors import ProtocolError
 from store.errors import StoreError
 from store.vault_log import LocalSigner
+
+log = structlog.get_logger()
 
 # An import batch is a few hundred conversations; 32 MiB leaves room for long ones and still
 # bounds what one request can make the node hold in memory.
@@ -167,13 +170,19 @@ def _endpoint(
         if route.now:
             params["now_ms"] = now_ms()
         run = database.write if route.writes else database.read
+        started = time.monotonic()
         try:
             result = await run(_call, route.function, params)
         except (StoreError, ProtocolError) as err:
             status = vault_ops.error_status(err)
             if status is None:
                 raise
+            log.info(f"vault.{route.op}_refused", error=status[1], message=str(err))
             return JSONResponse({"error": status[1], "message": str(err)}, status_code=status[0])
+        if route.writes:
+            # One summary line per write: the counts an import or an edit produced.
+            counts = {k: v for k, v in result.items() if isinstance(v, int | str | bool)}
+            log.info(f"vault.{route.op}", ms=round((time.monotonic() - started) * 1000), **counts)
         return JSONResponse(result)
 
     return endpoint
