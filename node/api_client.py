@@ -11,8 +11,8 @@ from typing import Any
 from node.errors import NodeError
 from node.runtime import read_runtime_file, read_token
 
-# Long enough for an import batch or a full verify of a large vault.
-TIMEOUT_S = 300.0
+# A status or peers call answers at once; a node that takes longer is stuck.
+TIMEOUT_S = 10.0
 # No proxies, whatever http_proxy says: the API is on loopback, and the bearer token must never
 # be handed to a proxy.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -26,18 +26,20 @@ def get_json(data_dir: Path, path: str) -> Any:
     return request_json(data_dir, "GET", path)
 
 
-def request_json(data_dir: Path, method: str, path: str, body: Any = None) -> Any:
+def request_json(
+    data_dir: Path, method: str, path: str, body: Any = None, timeout_s: float = TIMEOUT_S
+) -> Any:
     """Call the running node's API; raise ApiError with the node's own message on refusal."""
     info = read_runtime_file(data_dir)
     url = str(info["api"]).rstrip("/") + path
-    headers = {"Authorization": f"Bearer {read_token(data_dir)}"}
+    headers = {"Authorization": f"Bearer {read_token(data_dir, create=False)}"}
     data = None
     if body is not None:
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
     request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
-        with _OPENER.open(request, timeout=TIMEOUT_S) as response:
+        with _OPENER.open(request, timeout=timeout_s) as response:
             return json.load(response)
     except urllib.error.HTTPError as err:
         try:

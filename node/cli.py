@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -117,8 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Everything vivim-node creates (keys, database, token, logs) is its owner's alone.
+    os.umask(0o077)
     try:
         return _dispatch(args)
+    except BrokenPipeError:
+        # `vivim-node acus list | head`: the reader left; that is not an error worth a trace.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (Exception, BaseExceptionGroup) as err:  # the process entry point: report, exit
         # Errors meant for the user, raised anywhere below (trio may have wrapped them in
         # exception groups): one line, what went wrong and what to do.
@@ -140,6 +147,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     data_dir = resolve_data_dir(args.data_dir)
     if args.command == "run":
+        from node.runtime import EarlySignals
+
+        early = EarlySignals()
+        early.install()
         import trio
 
         from node.runner import run_node
@@ -154,7 +165,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             },
         )
         configure_logging(config.log_level)
-        trio.run(run_node, config)
+        trio.run(run_node, config, early)
         return 0
 
     configure_logging(args.log_level or "warning")

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from node.errors import NodeError
 from node.progress import Progress
-from node.vault_client import open_vault_client
-from protocols.importers import FORMATS, detect_format
 
-# Conversations per import call: each call is one request (API) and at most one transaction per
-# conversation; 100 keeps a request well under the API's body limit and the progress line lively.
+# The CLI imports this module for every command, `run` included, whose start-up must stay short:
+# the vault machinery (node.vault_client, protocols.importers, starlette) is imported on use.
+FORMATS = ("chatgpt", "vivim")  # protocols.importers.FORMATS; a test checks they agree
+
+# Conversations per import call (one transaction; one request through the API): 100 amortizes the
+# commit and keeps the progress line lively.
 IMPORT_BATCH = 100
+# Through the API a batch is also cut by size, well under the API's body limit (32 MiB).
+IMPORT_BATCH_BYTES = 8 * 1024 * 1024
 
 COUNTS = (
     ("conversations", "conversations_created", "conversations_skipped"),
@@ -100,6 +104,8 @@ COMMANDS = ("import", "conversations", "acus", "acu", "verify")
 
 
 def run(args: argparse.Namespace, data_dir: Path) -> int:
+    from node.vault_client import open_vault_client
+
     with open_vault_client(data_dir) as client:
         if args.command == "import":
             return _import(client, args)
@@ -129,6 +135,8 @@ def _load(path: Path) -> Any:
 
 
 def _import(client: Any, args: argparse.Namespace) -> int:
+    from protocols.importers import detect_format
+
     data = _load(args.file)
     export_format = args.format or detect_format(data)
     if isinstance(data, dict) and export_format == "vivim":
@@ -141,23 +149,55 @@ def _import(client: Any, args: argparse.Namespace) -> int:
     totals: dict[str, int] = {}
     problems: list[dict[str, Any]] = []
     progress = Progress(len(data), f"importing {args.file.name}")
-    for start in range(0, len(data), IMPORT_BATCH):
+    for start, end in _batches(data, by_size=client.mode == "api"):
+        if end == start + 1 and client.mode == "api" and _too_big(data[start]):
+            problems.append(_too_big_problem(start))
+            continue
         result = client.call(
             "import_items",
             export_format=export_format,
-            items=data[start : start + IMPORT_BATCH],
+            items=data[start:end],
             first_position=start,
         )
         problems.extend(result.pop("problems"))
         for key, value in result.items():
             totals[key] = totals.get(key, 0) + value
-        progress.update(
-            min(start + IMPORT_BATCH, len(data)), f"{totals.get('acus_created', 0)} new ACUs"
-        )
+        progress.update(end, f"{totals.get('acus_created', 0)} new ACUs")
     progress.finish()
     summary = {"file": str(args.file), "format": export_format, **totals, "problems": problems}
     _print(args, summary, _print_import_summary)
     return 1 if problems else 0
+
+
+def _batches(items: list[Any], *, by_size: bool) -> Iterator[tuple[int, int]]:
+    """(start, end) of each batch: IMPORT_BATCH items, and when `by_size` at most
+    IMPORT_BATCH_BYTES of JSON (a single larger item is a batch of its own)."""
+    start, size = 0, 0
+    for position, item in enumerate(items):
+        item_size = len(json.dumps(item)) if by_size else 0
+        full = position - start >= IMPORT_BATCH or size + item_size > IMPORT_BATCH_BYTES
+        if position > start and full:
+            yield start, position
+            start, size = position, 0
+        size += item_size
+    if start < len(items):
+        yield start, len(items)
+
+
+def _too_big(item: Any) -> bool:
+    from node.vault_api import MAX_BODY_BYTES
+
+    return len(json.dumps(item)) > MAX_BODY_BYTES // 2
+
+
+def _too_big_problem(position: int) -> dict[str, Any]:
+    return {
+        "position": position,
+        "source_id": None,
+        "path": f"conversations[{position}]",
+        "reason": "too large to send to the running node; stop the node and import again "
+        "(without a node the import reads the file directly)",
+    }
 
 
 def _print_import_summary(summary: dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ DEFAULT_PORT = 7717
 # (--listen /ip4/0.0.0.0/tcp/7717), so a first `./scripts/run` never opens a public port.
 DEFAULT_LISTEN = (f"/ip4/127.0.0.1/tcp/{DEFAULT_PORT}",)
 # 0 lets the OS choose a free port for the control API; the node writes the URL it got into
-# the data directory (see node/runtime_file.py), which is how the CLI finds it.
+# the data directory (node.json, see node/runtime.py), which is how the CLI finds it.
 DEFAULT_API_PORT = 0
 DEFAULT_LOG_LEVEL = "info"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -94,10 +94,6 @@ class Config:
 
     def _source(self, key: str) -> str:
         return self.sources.get(key, "default")
-
-    @property
-    def config_file(self) -> Path:
-        return self.data_dir / CONFIG_FILE
 
 
 def parse_multiaddr(text: str, where: str) -> multiaddr.Multiaddr:

@@ -8,7 +8,7 @@ late a redial starts after a peer drops.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import structlog
 import trio
@@ -19,7 +19,8 @@ log = structlog.get_logger()
 
 POLL_INTERVAL_S = 0.25
 
-PeerSeen = Callable[[str, list[str], int], Awaitable[None]]
+# Called without awaiting: recording a peer must never hold up connection tracking.
+PeerSeen = Callable[[str, list[str], int], None]
 
 
 class ConnectionWatcher:
@@ -65,17 +66,17 @@ class ConnectionWatcher:
             for peer_id in sorted(new):
                 log.info("peer.connected", peer_id=peer_id, connected=len(now))
                 addrs = self.peer_addrs(peer_id)
-                await self._on_peer_seen(peer_id, addrs, seen_ms)
+                self._on_peer_seen(peer_id, addrs, seen_ms)
                 if not addrs:
                     self._unidentified.add(peer_id)
             for peer_id in sorted(gone):
                 log.info("peer.disconnected", peer_id=peer_id, connected=len(now))
                 self._unidentified.discard(peer_id)
-                await self._on_peer_seen(peer_id, [], seen_ms)
+                self._on_peer_seen(peer_id, [], seen_ms)
         # Identify runs after connect: record a peer's addresses once they are known (one
         # peerstore lookup per poll until then, no database write).
         for peer_id in sorted(self._unidentified):
             addrs = self.peer_addrs(peer_id)
             if addrs:
                 self._unidentified.discard(peer_id)
-                await self._on_peer_seen(peer_id, addrs, seen_ms)
+                self._on_peer_seen(peer_id, addrs, seen_ms)

@@ -40,6 +40,7 @@ and leaving connections (and the WAL) open is worse than waiting for them.
 import contextlib
 import functools
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -51,11 +52,15 @@ from peewee import SqliteDatabase
 
 from store.database import open_database, write_transaction
 from store.sql import execute_sql
+from store.vault_sql import connection
 
 # Readers in WAL mode run in parallel with the writer and with each other. A personal node reads
 # little at a time (sync batches, API lookups); two threads keep one slow read from stalling the
 # rest while keeping per-connection page caches (up to ~2 MB each) within the node's RSS budget.
 READER_THREADS: Final = 2
+
+# How long aclose waits for running jobs before interrupting them (shutdown must stay < 3 s).
+CLOSE_TIMEOUT_S = 1.0
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -146,6 +151,8 @@ class Database(trio.abc.AsyncResource):
         self._writer = writer
         self._readers = readers
         self._closed = False
+        # Every thread's sqlite3 connection, so that `interrupt` can reach a running statement.
+        self._connections: set[sqlite3.Connection] = set()
 
     @classmethod
     async def open(cls, path: Path, *, reader_threads: int = READER_THREADS) -> "Database":
@@ -174,6 +181,7 @@ class Database(trio.abc.AsyncResource):
         db = self._db
 
         def job() -> T:
+            self._connections.add(connection(db))
             with write_transaction(db):
                 return fn(db, *args)
 
@@ -192,23 +200,40 @@ class Database(trio.abc.AsyncResource):
             if db.is_closed():  # this thread's first read
                 db.connect()
                 execute_sql(db, "PRAGMA query_only = 1")
+                self._connections.add(connection(db))
             with db.atomic():
                 return fn(db, *args)
 
         return await self._readers.run(job)
 
+    def interrupt(self) -> None:
+        """Abort the statements running now (sqlite3's interrupt is safe from any thread).
+
+        For shutdown: a long read (verify) or write (an import batch) would otherwise hold the
+        process for as long as it runs. An interrupted write rolls back whole, and its caller,
+        being cancelled, never acknowledged it, so nothing acknowledged is lost.
+        """
+        for conn in list(self._connections):
+            conn.interrupt()
+
     async def aclose(self) -> None:
         """Finish the queued jobs, close every thread's connection and stop the threads.
 
-        Idempotent; shielded from cancellation (see the module docstring).
+        Idempotent; shielded from cancellation (see the module docstring). Waits at most
+        CLOSE_TIMEOUT_S for the threads: if a job still runs then, it is interrupted; the threads
+        are daemons, so a thread that still does not finish cannot keep the process alive.
         """
         if self._closed:
             await trio.lowlevel.checkpoint()
             return
         self._closed = True
         db = self._db
-        await self._readers.stop(last=db.close)
-        await self._writer.stop(last=db.close)
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S) as scope:
+            scope.shield = True
+            await self._readers.stop(last=db.close)
+            await self._writer.stop(last=db.close)
+        if scope.cancelled_caught:
+            self.interrupt()
 
     def _check_open(self) -> None:
         if self._closed:

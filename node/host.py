@@ -95,6 +95,6 @@ def check_listening(host: IHost, wanted: tuple[str, ...]) -> None:
         missing = [a for a in wanted if a not in got and not a.endswith("/tcp/0")] or list(wanted)
         addr = missing[0]
         raise ListenError(
-            f"cannot listen on {addr}: {_bind_problem(addr)}. Is another node using that port? "
-            "Pick another with --listen /ip4/127.0.0.1/tcp/<port> (port 0: any free port)"
+            f"cannot listen on {addr}: {_bind_problem(addr)}. Pick another address or port "
+            "with --listen /ip4/127.0.0.1/tcp/<port> (port 0: any free port)"
         )

@@ -26,7 +26,7 @@ from node.keys import (
     encryption_key_file,
     identity_key_file,
 )
-from node.runtime import TOKEN_FILE, create_token_file
+from node.runtime import TOKEN_FILE, create_token_file, run_lock
 from protocols.did import did_from_ed25519_public_key
 from protocols.identity_records import DeviceCertificate, EncryptionKeyBinding
 from protocols.peer_id import peer_id_from_ed25519_public_key
@@ -79,6 +79,23 @@ def is_initialised(data_dir: Path) -> bool:
 
 def init_data_dir(data_dir: Path, *, now_ms: int) -> PublicIdentity:
     """Create a new identity, its keys, this device's certificate, config and database."""
+    _refuse_existing(data_dir)
+    try:
+        data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+        # The directory holds private keys and the vault: its owner's alone.
+        data_dir.chmod(DATA_DIR_MODE)
+        # Two `init`s at once must not pair one's keys with the other's database.
+        with run_lock(data_dir, holder="vivim-node init"):
+            _refuse_existing(data_dir)
+            return _create_identity(data_dir, now_ms)
+    except OSError as err:
+        raise NodeError(
+            f"cannot create an identity in {data_dir}: {err.strerror or err}. "
+            "Pick a directory you can write with --data-dir or VIVIM_HOME"
+        ) from err
+
+
+def _refuse_existing(data_dir: Path) -> None:
     if is_initialised(data_dir):
         raise IdentityExists(
             f"{data_dir} already holds an identity; `init` never overwrites one. "
@@ -89,7 +106,9 @@ def init_data_dir(data_dir: Path, *, now_ms: int) -> PublicIdentity:
             f"{data_dir / DATABASE_FILE} exists but {data_dir / KEYS_DIR} does not: restore the "
             "keys from a backup, or move the database away to start a new identity"
         )
-    data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+
+
+def _create_identity(data_dir: Path, now_ms: int) -> PublicIdentity:
     identity_key = nacl.signing.SigningKey.generate()
     encryption_key = nacl.public.PrivateKey.generate()
     device_seed = nacl.utils.random(32)
@@ -178,6 +197,11 @@ def load_public_identity(data_dir: Path) -> PublicIdentity:
     peer_id = peer_id_from_ed25519_public_key(
         bytes(nacl.signing.SigningKey(key_file.read()).verify_key)
     )
+    if not (data_dir / DATABASE_FILE).exists():
+        raise NotInitialised(
+            f"{data_dir / DATABASE_FILE} is missing although keys exist: restore the database "
+            "from a backup"
+        )
     db = open_database(data_dir / DATABASE_FILE)
     try:
         identity = load_identity(db)

@@ -133,6 +133,11 @@ async def start_node(
             f"node {name} did not become ready ({err or 'timeout'}); its stderr ends with:\n"
             + node.stderr_tail()
         ) from err
+    except BaseException:
+        # Cancelled (Ctrl-C) while it starts: it is in its own session, so nobody else stops it.
+        with trio.CancelScope(shield=True):
+            await node.stop(signal.SIGKILL)
+        raise
     return node
 
 

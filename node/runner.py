@@ -18,13 +18,14 @@ from multiaddr import Multiaddr
 
 from node.api import ApiBackend, build_app, serve_api
 from node.bootstrap import keep_connected
-from node.config import Config
+from node.config import Config, ConfigError
 from node.database import Database
 from node.errors import NodeError, find_exception
 from node.host import build_host, check_listening
 from node.identity import LocalIdentity, load_local_identity
 from node.runtime import (
     TOKEN_FILE,
+    EarlySignals,
     read_token,
     remove_runtime_file,
     run_lock,
@@ -39,41 +40,60 @@ log = structlog.get_logger()
 HOST_CLOSE_TIMEOUT_S = 1.0
 
 
-async def _stop_on_signal(cancel_scope: trio.CancelScope) -> None:
+async def _stop_on_signal(cancel_scope: trio.CancelScope, early: EarlySignals) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            log.info("node.stopping", signal=signal.Signals(signum).name)
-            cancel_scope.cancel()
-            return
+        # A signal that came while Python was still importing counts as if it came now.
+        signum = early.signum
+        if signum is None:
+            signum = await signals.__anext__()
+        log.info("node.stopping", signal=signal.Signals(signum).name)
+        cancel_scope.cancel()
 
 
-async def run_node(config: Config, stdout: TextIO = sys.stdout) -> None:
-    identity = load_local_identity(config.data_dir)
-    with (
-        run_lock(config.data_dir),
-        structlog.contextvars.bound_contextvars(node_id=identity.peer_id),
-    ):
-        token = read_token(config.data_dir)
-        db = await Database.open(config.data_dir / "vivim.db")
-        try:
-            await _serve(config, identity, db, token, stdout)
-        finally:
-            remove_runtime_file(config.data_dir)
-            await db.aclose()
+async def run_node(
+    config: Config, early: EarlySignals | None = None, stdout: TextIO = sys.stdout
+) -> None:
+    """Run until SIGINT/SIGTERM, which stop it cleanly at any point, start-up included."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal, nursery.cancel_scope, early or EarlySignals())
+        await _run(config, stdout)
     log.info("node.stopped")
+
+
+async def _run(config: Config, stdout: TextIO) -> None:
+    # The lock first: nothing is opened, migrated or written before this process owns the
+    # data directory.
+    with run_lock(config.data_dir):
+        identity = load_local_identity(config.data_dir)
+        with structlog.contextvars.bound_contextvars(node_id=identity.peer_id):
+            token = read_token(config.data_dir)
+            db = await Database.open(config.data_dir / "vivim.db")
+            try:
+                await _serve(config, identity, db, token, stdout)
+            finally:
+                remove_runtime_file(config.data_dir)
+                # Every caller of a running job is being cancelled: stop the job too.
+                db.interrupt()
+                await db.aclose()
 
 
 async def _serve(
     config: Config, identity: LocalIdentity, db: Database, token: str, stdout: TextIO
 ) -> None:
+    for addr in config.bootstrap:
+        if addr.rstrip("/").endswith(f"/p2p/{identity.peer_id}"):
+            raise ConfigError(
+                f"bootstrap address {addr} names this node itself: remove it from --bootstrap "
+                "or config.toml"
+            )
     host = build_host(identity.device_seed)
     state = NodeState(identity, host, db)
     async with host.run([Multiaddr(a) for a in config.listen]):
         try:
             check_listening(host, config.listen)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
                 nursery.start_soon(state.watcher.run)
+                nursery.start_soon(state.record_peers)
                 api_url = await _start_api(nursery, state, config, token)
                 for addr in config.bootstrap:
                     nursery.start_soon(

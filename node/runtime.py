@@ -13,6 +13,8 @@ import fcntl
 import json
 import os
 import secrets
+import signal
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -25,6 +27,21 @@ LOCK_FILE = "node.lock"
 RUNTIME_FILE = "node.json"
 # 32 random bytes: as strong as the keys themselves.
 TOKEN_BYTES = 32
+
+
+class EarlySignals:
+    """Remembers SIGINT/SIGTERM that arrive while `run` still imports libp2p (~0.7 s), before
+    trio listens for them, so that a stop during start-up is a clean exit 0, not a kill."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._record)
+
+    def _record(self, signum: int, _frame: object) -> None:
+        self.signum = signum
 
 
 class NotRunning(NodeError):
@@ -43,12 +60,22 @@ def create_token_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def read_token(data_dir: Path) -> str:
-    """The API token; created on first use if an older data directory lacks it."""
+def read_token(data_dir: Path, *, create: bool = True) -> str:
+    """The API token. The node creates it if an older data directory lacks it (`create`); the
+    CLI only reads it. Like a key, a token others can read is refused."""
     path = data_dir / TOKEN_FILE
-    if not path.exists():
+    if create and not path.exists():
         with suppress(FileExistsError):
             create_token_file(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError as err:
+        raise NodeError(f"{path} is missing: restart the node, which creates a new one") from err
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise NodeError(
+            f"{path} has mode {stat.S_IMODE(mode):04o}, readable by others, who could drive the "
+            f"node with it: run `chmod 600 {path}`"
+        )
     token = path.read_text().strip()
     if not token:
         raise NodeError(f"{path} is empty: delete it and restart the node to make a new token")

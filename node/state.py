@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 from importlib.metadata import version
 from typing import Any
 
+import trio
 from libp2p.abc import IHost
 
 from node.connections import ConnectionWatcher
@@ -23,6 +25,10 @@ class NodeState:
         self.host = host
         self.db = db
         self.started = time.monotonic()
+        # Unbounded: one entry per connect/disconnect/identify, consumed as fast as SQLite writes.
+        self._seen_send, self._seen_receive = trio.open_memory_channel[tuple[str, list[str], int]](
+            math.inf
+        )
         self.watcher = ConnectionWatcher(host, self.record_peer_seen)
         self.metrics = NodeMetrics(
             connected_peers=lambda: len(self.host.get_connected_peers()),
@@ -45,8 +51,15 @@ class NodeState:
             "version": version("vivim-node"),
         }
 
-    async def record_peer_seen(self, peer_id: str, addrs: list[str], seen_at_ms: int) -> None:
-        await self.db.write(peer_store.record_peer_seen, peer_id, addrs, seen_at_ms)
+    def record_peer_seen(self, peer_id: str, addrs: list[str], seen_at_ms: int) -> None:
+        """Queue a sighting for `record_peers`: the watcher must not wait on the database (a
+        long import batch holds the writer)."""
+        self._seen_send.send_nowait((peer_id, addrs, seen_at_ms))
+
+    async def record_peers(self) -> None:
+        """Write queued sightings to the peer table, in order, until cancelled."""
+        async for peer_id, addrs, seen_at_ms in self._seen_receive:
+            await self.db.write(peer_store.record_peer_seen, peer_id, addrs, seen_at_ms)
 
     async def peers(self) -> list[dict[str, Any]]:
         known = await self.db.read(peer_store.list_peers)

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from node import vault_ops
 from node.database import Database
+from node.errors import NodeError
 from protocols.errors import ProtocolError
 from store.errors import StoreError
 from store.vault_log import LocalSigner
@@ -39,6 +41,9 @@ class VaultRoute:
     query: Mapping[str, type] = field(default_factory=dict)
     body: Mapping[str, type] = field(default_factory=dict)
     writes: bool = False  # runs on the single writer thread
+    # The CLI's patience: reads answer at once; an import batch or a verify of a large vault
+    # takes a while.
+    timeout_s: float = 30.0
     signer: bool = False  # gets the device's LocalSigner
     now: bool = False  # gets now_ms
 
@@ -60,6 +65,7 @@ ROUTES: tuple[VaultRoute, ...] = (
         writes=True,
         signer=True,
         now=True,
+        timeout_s=600.0,
     ),
     VaultRoute(
         op="list_conversations",
@@ -85,16 +91,15 @@ ROUTES: tuple[VaultRoute, ...] = (
         signer=True,
         now=True,
     ),
-    # verify replays the log into scratch tables, which reader connections (query_only) may not.
-    VaultRoute(op="verify", method="GET", path="/v1/verify", writes=True, now=True),
+    VaultRoute(op="verify", method="GET", path="/v1/verify", now=True, timeout_s=3600.0),
     VaultRoute(op="state_hash", method="GET", path="/v1/state-hash"),
 )
 ROUTES_BY_OP = {route.op: route for route in ROUTES}
 QUERY_DEFAULTS: Mapping[str, Any] = {"limit": vault_ops.DEFAULT_PAGE}
 
 
-class BadRequest(Exception):
-    pass
+class BadRequest(NodeError):
+    """A request the API refuses as malformed (400)."""
 
 
 def now_ms() -> int:
@@ -124,13 +129,16 @@ async def _body_params(route: VaultRoute, request: Request) -> dict[str, Any]:
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
         raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes; send smaller batches")
-    raw = b""
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
             raise BadRequest(f"the body is over {MAX_BODY_BYTES} bytes; send smaller batches")
     try:
-        body = json.loads(raw)
+        # Off the event loop: a large import batch takes a noticeable time to parse.
+        body = await trio.to_thread.run_sync(json.loads, b"".join(chunks))
     except ValueError as err:
         raise BadRequest(f"the body is not JSON: {err}") from err
     if not isinstance(body, dict):
@@ -173,7 +181,7 @@ def _endpoint(
         started = time.monotonic()
         try:
             result = await run(_call, route.function, params)
-        except (StoreError, ProtocolError) as err:
+        except (StoreError, ProtocolError, NodeError) as err:
             status = vault_ops.error_status(err)
             if status is None:
                 raise

@@ -16,8 +16,13 @@ from typing import Any, Protocol
 
 from node import vault_api
 from node.api_client import request_json
-from node.identity import DATABASE_FILE, load_local_identity
-from node.runtime import AlreadyRunning, run_lock
+from node.identity import (
+    DATABASE_FILE,
+    is_initialised,
+    load_local_identity,
+    load_public_identity,
+)
+from node.runtime import AlreadyRunning, NotRunning, read_runtime_file, run_lock
 from store.database import open_database
 from store.vault_log import LocalSigner
 
@@ -65,21 +70,36 @@ class ApiClient:
             path += "?" + urllib.parse.urlencode(query)
         body = {k: v for k, v in params.items() if k in route.body}
         return request_json(
-            self._data_dir, route.method, path, body if route.method == "POST" else None
+            self._data_dir,
+            route.method,
+            path,
+            body if route.method == "POST" else None,
+            timeout_s=route.timeout_s,
         )
 
 
 @contextmanager
 def open_vault_client(data_dir: Path) -> Iterator[VaultClient]:
     """The API client if a node runs on `data_dir`, else a direct client holding the lock."""
-    # Loading the identity first also gives a clear error when there is none yet.
-    signer = load_local_identity(data_dir).signer()
+    if not is_initialised(data_dir):
+        load_public_identity(data_dir)  # raises NotInitialised, with what to do
     with ExitStack() as stack:
         try:
             stack.enter_context(run_lock(data_dir, holder="a vivim-node command"))
-        except AlreadyRunning:
+        except AlreadyRunning as busy:
+            try:
+                read_runtime_file(data_dir)
+            except NotRunning:
+                # Held, but not by a node that serves its API (another command, or a node
+                # still starting): say who holds it rather than "no node is running".
+                raise busy from None
+            locked = False
+        else:
+            locked = True
+        if not locked:
             yield ApiClient(data_dir)
             return
+        signer = load_local_identity(data_dir).signer()
         db = open_database(data_dir / DATABASE_FILE)
         stack.callback(db.close)
         yield DirectClient(db, signer)

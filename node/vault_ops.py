@@ -17,6 +17,7 @@ from typing import Any
 
 from peewee import SqliteDatabase
 
+from node.errors import NodeError
 from protocols.errors import ProtocolError
 from protocols.hlc import Timestamp
 from protocols.importers import ImportProblem, parse_export
@@ -36,8 +37,12 @@ DEFAULT_PAGE = 50
 MAX_PAGE = 1000
 
 
-class NotFound(StoreError):
-    """The id names nothing in the vault."""
+class NotFound(NodeError):
+    """The id names nothing in the vault (404)."""
+
+
+class InvalidRequest(NodeError):
+    """A parameter is out of range (400)."""
 
 
 def to_json(value: Any) -> Any:
@@ -59,7 +64,7 @@ def to_json(value: Any) -> Any:
 
 def check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE:
-        raise InvalidCursor(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
     return limit
 
 
@@ -92,7 +97,17 @@ def import_items(
         total = vault.import_conversations(db, signer, conversations, now_ms)
     except StoreError:
         for conversation in conversations:
-            total += vault.import_conversation(db, signer, conversation, now_ms)
+            try:
+                total += vault.import_conversation(db, signer, conversation, now_ms)
+            except StoreError as err:
+                problems.append(
+                    {
+                        "position": None,
+                        "source_id": conversation.source_id,
+                        "path": f"conversation {conversation.source_id!r}",
+                        "reason": f"not imported: {err}",
+                    }
+                )
     skipped_messages = sum(conversation.skipped for conversation in conversations)
     return {
         **to_json(total),
@@ -175,7 +190,7 @@ def error_status(error: BaseException) -> tuple[int, str] | None:
         return 404, "not_found"
     if isinstance(error, AcuUnchanged | SharingLevelLowered):
         return 409, "conflict"
-    if isinstance(error, InvalidCursor):
+    if isinstance(error, InvalidCursor | InvalidRequest):
         return 400, "bad_request"
     if isinstance(error, ProtocolError):
         return 400, error.code

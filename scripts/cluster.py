@@ -23,44 +23,67 @@ from pathlib import Path
 
 import trio
 
-from node.local_cluster import TOPOLOGIES, start_cluster, stop_all, wait_connected
+from node.errors import NodeError
+from node.local_cluster import (
+    TOPOLOGIES,
+    NodeProcess,
+    start_cluster,
+    stop_all,
+    wait_connected,
+)
 
 
 async def main(args: argparse.Namespace) -> int:
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="vivim-cluster-"))
     base.mkdir(parents=True, exist_ok=True)
     print(f"starting {args.n} nodes ({args.topology}) under {base}", file=sys.stderr)
+    nodes: list[NodeProcess] = []
+    code = 130  # unless _run finishes: stopped by a signal
+    # Ctrl-C or SIGTERM at any moment, start-up included, ends in the `finally` that stops nodes.
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+        try:
+            code = await _run(args, base, nodes)
+        finally:
+            codes = await stop_all(nodes)
+            print(f"stopped {len(nodes)} nodes, exit codes {codes}", file=sys.stderr)
+        nursery.cancel_scope.cancel()
+    return code
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            print("stopping the cluster", file=sys.stderr)
+            scope.cancel()
+            return
+
+
+async def _run(args: argparse.Namespace, base: Path, nodes: list[NodeProcess]) -> int:
     started = time.monotonic()
-    nodes = await start_cluster(args.n, args.topology, base)
     try:
+        nodes.extend(await start_cluster(args.n, args.topology, base))
         with trio.fail_after(args.connect_timeout):
             await wait_connected(nodes, args.topology)
-        summary = {
-            "event": "connected",
-            "topology": args.topology,
-            "seconds_until_connected": round(time.monotonic() - started, 3),
-            "dir": str(base),
-            "nodes": [
-                {
-                    "name": n.name,
-                    "peer_id": n.peer_id,
-                    "addrs": n.ready["addrs"],
-                    "api": n.ready["api"],
-                }
-                for n in nodes
-            ],
-        }
-        print(json.dumps(summary), flush=True)
-        print("running; Ctrl-C stops the cluster", file=sys.stderr)
-        with (
-            trio.move_on_after(math.inf if args.duration is None else args.duration),
-            trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
-        ):
-            async for _ in signals:
-                break
-    finally:
-        codes = await stop_all(nodes)
-        print(f"stopped {len(nodes)} nodes, exit codes {codes}", file=sys.stderr)
+    except trio.TooSlowError:
+        print(f"error: not all connected within {args.connect_timeout:g} s", file=sys.stderr)
+        return 1
+    except NodeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    summary = {
+        "event": "connected",
+        "topology": args.topology,
+        "seconds_until_connected": round(time.monotonic() - started, 3),
+        "dir": str(base),
+        "nodes": [
+            {"name": n.name, "peer_id": n.peer_id, "addrs": n.ready["addrs"], "api": n.ready["api"]}
+            for n in nodes
+        ],
+    }
+    print(json.dumps(summary), flush=True)
+    print("running; Ctrl-C stops the cluster", file=sys.stderr)
+    await trio.sleep(math.inf if args.duration is None else args.duration)
     return 0
 
 

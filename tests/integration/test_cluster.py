@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+from pathlib import Path
 
 import trio
 
-from node.local_cluster import NodeProcess
+from node.local_cluster import NodeProcess, init_data_dir, node_command
 from tests.integration.conftest import StartNode, run_cli
 
 CONNECT_TIMEOUT_S = 30
@@ -93,3 +95,21 @@ async def test_full_mesh_peers_report_each_others_listen_addresses(start: StartN
                 if seen == expected:
                     break
                 await trio.sleep(0.05)
+
+
+async def test_a_stop_during_start_up_is_still_a_clean_exit(tmp_path: Path) -> None:
+    # SIGTERM at several points of start-up (importing libp2p, opening the database, binding):
+    # always exit 0, never killed by the default handler. (Before `main` runs at all, ~0.1 s
+    # after exec, only the default handler exists; the first delay leaves a loaded machine room.)
+    data_dir = tmp_path / "a"
+    init_data_dir(data_dir)
+    for delay in (0.5, 0.8, 1.2):
+        process = await trio.lowlevel.open_process(
+            node_command("run", "--data-dir", str(data_dir), "--listen", "/ip4/127.0.0.1/tcp/0"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        await trio.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            assert await process.wait() == 0, f"SIGTERM after {delay} s"
