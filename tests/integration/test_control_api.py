@@ -43,8 +43,8 @@ class Reply:
         return json.loads(self.body)
 
 
-def _request(url: str, method: str, headers: dict[str, str]) -> Reply:
-    request = urllib.request.Request(url, method=method, headers=headers)
+def _request(url: str, method: str, headers: dict[str, str], data: bytes | None = None) -> Reply:
+    request = urllib.request.Request(url, method=method, headers=headers, data=data)
     try:
         with _direct.open(request, timeout=HTTP_TIMEOUT_S) as response:
             return Reply(response.status, response.headers["content-type"], response.read())
@@ -54,11 +54,18 @@ def _request(url: str, method: str, headers: dict[str, str]) -> Reply:
 
 
 async def http(
-    node: NodeProcess, path: str, *, method: str = "GET", authorization: str | None = None
+    node: NodeProcess,
+    path: str,
+    *,
+    method: str = "GET",
+    authorization: str | None = None,
+    data: bytes | None = None,
 ) -> Reply:
     headers = {} if authorization is None else {"Authorization": authorization}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
     url = node.ready["api"] + path
-    return await trio.to_thread.run_sync(_request, url, method, headers)
+    return await trio.to_thread.run_sync(_request, url, method, headers, data)
 
 
 def token_of(node: NodeProcess) -> str:
@@ -211,3 +218,53 @@ async def test_unknown_path_and_wrong_method_answer_json_errors(start: StartNode
     body = reply.json()
     assert body["error"] == "method_not_allowed"
     assert "POST" in body["message"]
+
+
+async def test_every_documented_route_needs_the_token(start: StartNode) -> None:
+    node = await start("a")
+    document = (await http(node, "/openapi.json")).json()
+    routes = [
+        (path.replace("{conversation_id}", "x").replace("{acu_id}", "x"), method.upper())
+        for path, operations in document["paths"].items()
+        for method in operations
+        if path != "/openapi.json"
+    ]
+    assert ("/v1/import", "POST") in routes
+    for path, method in routes:
+        data = b"{}" if method == "POST" else None
+        for authorization in (None, "Bearer wrong"):
+            reply = await http(node, path, method=method, authorization=authorization, data=data)
+            assert reply.status == 401, (path, method, authorization)
+            assert reply.json()["error"] == "unauthorized"
+
+
+async def test_an_oversized_or_malformed_body_is_refused_and_the_node_serves_on(
+    start: StartNode,
+) -> None:
+    node = await start("a")
+    # A declared length over the limit is refused before the body is read (a client that
+    # insists on sending it then sees the connection close).
+    host, port = node.ready["api"].removeprefix("http://").split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(
+            b"POST /v1/import HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: {bearer(node)}\r\n".encode()
+            + f"Content-Length: {64 * 1024 * 1024}\r\n\r\n".encode()
+        )
+        answer = b""
+        with trio.fail_after(HTTP_TIMEOUT_S):
+            while b"send smaller batches" not in answer:
+                chunk = await stream.receive_some()
+                assert chunk, answer
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400")
+    for body in (b"not json", b"[]", b'{"export_format": "chatgpt", "items": "x"}'):
+        reply = await http(node, "/v1/import", method="POST", authorization=bearer(node), data=body)
+        assert reply.status == 400, body
+        assert reply.json()["error"] == "bad_request"
+    reply = await http(node, "/v1/acus?limit=0", authorization=bearer(node))
+    assert reply.status == 400
+    reply = await http(node, "/v1/acus/not-an-id", authorization=bearer(node))
+    assert reply.status == 404
+    assert (await http(node, "/v1/status", authorization=bearer(node))).status == 200
