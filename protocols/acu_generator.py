@@ -20,11 +20,12 @@ Each ACU's source time is the created time of the message it comes from (the que
 else the conversation's created (then updated) time, else 0. Its provenance names that message.
 Its model is the answering message's model (for a qa) or its own, else the conversation's.
 
-Links, each created with an ACU, between ACUs of this list only: a code ACU `derived_from` the qa
-or text ACU it was cut out of, and each qa ACU after the first is the `next` of the qa before it.
-An ACU or link equal to an earlier one (same id: the same code pasted twice) appears once; a link
-is listed on the last ACU emitted when it was made, so every ACU a link names is at or before
-the ACU that carries it, and the list can be written in order.
+Links between ACUs of this list only: a code ACU `derived_from` the qa or text ACU it was cut out
+of, and each qa ACU before the last `next` the qa after it ("source next target": the target
+follows). An ACU or link equal to an earlier one (same id: the same code pasted twice) appears
+once. Each link is carried by the ACU that is its source (`GeneratedAcu.links`, sorted by
+relation then target), because it travels inside that ACU's create op: a link's target may come
+later in the list than its source.
 
 Everything here is a pure function of its arguments: the same conversation gives the same list,
 ids and order, on any machine.
@@ -91,11 +92,11 @@ class AcuProvenance:
 
     def to_wire(self) -> dict[str, object]:
         return {
-            "conversation_id": self.conversation_id,
-            "message_id": self.message_id,
             "index": self.index,
-            "provider": self.provider,
             "model": self.model,
+            "provider": self.provider,
+            "message_id": self.message_id,
+            "conversation_id": self.conversation_id,
         }
 
 
@@ -108,7 +109,13 @@ class GeneratedLink:
     target: str
     relation: LinkRelation
 
+    def to_wire(self) -> dict[str, object]:
+        """The link as an entry of its source ACU's create payload (`links`)."""
+        return {"target": self.target, "relation": self.relation.value}
+
     def create_payload(self, *, created_by: str) -> dict[str, object]:
+        """The payload of an acu_link create op: for a link whose source ACU exists already
+        (made by an earlier import), so it cannot travel in that ACU's create op."""
         return {
             "source": self.source,
             "target": self.target,
@@ -119,7 +126,8 @@ class GeneratedLink:
 
 @dataclass(frozen=True, kw_only=True)
 class GeneratedAcu:
-    """An ACU cut from a conversation, with the links created with it."""
+    """An ACU cut from a conversation, with the links whose source it is (sorted by relation,
+    then target)."""
 
     id: str
     author: str
@@ -139,17 +147,19 @@ class GeneratedAcu:
         sharing_level: SharingLevel = SharingLevel.SELF,
     ) -> dict[str, object]:
         """The payload of the ACU's create op (vault_spec.md section 4)."""
+        # Keys in canonical order, which makes encoding cheaper (protocols.canonical).
         return {
+            "type": self.type.value,
+            "links": [link.to_wire() for link in self.links],
             "author": self.author,
             "content": self.content,
-            "type": self.type.value,
             "category": self.category,
             "language": self.language,
-            "source_time_ms": self.source_time_ms,
             "provenance": self.provenance.to_wire(),
-            "sharing_level": sharing_level.to_wire(),
-            "author_signature": author_signature,
             "author_signer": author_signer,
+            "sharing_level": sharing_level.to_wire(),
+            "source_time_ms": self.source_time_ms,
+            "author_signature": author_signature,
         }
 
 
@@ -267,7 +277,7 @@ def _answers(messages: Sequence[ImportedMessage], question: int) -> list[int]:
 
 
 class _Cutter:
-    """Collects ACUs and links, dropping repeats and attaching each link to the last ACU."""
+    """Collects ACUs and links, dropping repeats and attaching each link to its source ACU."""
 
     def __init__(
         self, conversation: ImportedConversation, *, author: str, conversation_id: str
@@ -279,8 +289,7 @@ class _Cutter:
             (t for t in (conversation.created_at_ms, conversation.updated_at_ms) if t is not None),
             0,
         )
-        self._drafts: list[_Draft] = []
-        self._acu_ids: set[str] = set()
+        self._drafts: dict[str, _Draft] = {}  # by id, in the order they were cut
         self._link_ids: set[str] = set()
 
     def acu(
@@ -297,9 +306,8 @@ class _Cutter:
         """Add an ACU unless it is a repeat; return its id either way."""
         time = message.created_at_ms if message.created_at_ms is not None else self._fallback_time
         new_id = acu_id(self._author, content, acu_type, time)
-        if new_id in self._acu_ids:
+        if new_id in self._drafts:
             return new_id
-        self._acu_ids.add(new_id)
         provenance = AcuProvenance(
             conversation_id=self._conversation_id,
             message_id=message_id,
@@ -307,17 +315,18 @@ class _Cutter:
             provider=self._conversation.provider,
             model=model if model is not None else self._conversation.model,
         )
-        self._drafts.append(
-            _Draft(new_id, acu_type, str(category), content, language, time, provenance, [])
+        self._drafts[new_id] = _Draft(
+            new_id, acu_type, str(category), content, language, time, provenance, []
         )
         return new_id
 
     def link(self, source: str, target: str, relation: LinkRelation) -> None:
+        """Add a link unless it is a repeat; `source` is an ACU added before."""
         new_id = link_id(source, target, relation)
         if source == target or new_id in self._link_ids:
             return
         self._link_ids.add(new_id)
-        self._drafts[-1].links.append(
+        self._drafts[source].links.append(
             GeneratedLink(id=new_id, source=source, target=target, relation=relation)
         )
 
@@ -346,9 +355,9 @@ class _Cutter:
                 language=draft.language,
                 source_time_ms=draft.source_time_ms,
                 provenance=draft.provenance,
-                links=tuple(draft.links),
+                links=tuple(sorted(draft.links, key=lambda link: (link.relation, link.target))),
             )
-            for draft in self._drafts
+            for draft in self._drafts.values()
         ]
 
 

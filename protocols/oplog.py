@@ -7,8 +7,8 @@ signature plus `"type": "vivim.op.v1"` (domain separation, as for the identity r
 form is the same map with `signature` added, and its id is the content id of the wire bytes.
 
     {"type": "vivim.op.v1", "author": DID, "device": peer id, "seq": n, "prev": op id | None,
-     "hlc": [wall_ms, counter, device], "entity_type": "conversation" | "message" | "acu" |
-     "acu_link", "entity_id": str, "kind": "create" | "update" | "delete", "payload": {...},
+     "hlc": [wall_ms, counter, device], "entity_type": "conversation" | "acu" | "acu_link",
+     "entity_id": str, "kind": "create" | "update" | "delete", "payload": {...},
      "signature": 64 bytes}
 
 Ops are validated on construction, whoever constructs them, and a bad value raises `MalformedInput`:
@@ -22,7 +22,9 @@ Every imported ACU costs one `sign`, one `to_wire` and one `id`, so that path do
 work once: `sign` validates the fields once and encodes the signed map once (which is also what
 validates the payload), the wire bytes are spliced from the signed bytes rather than encoded again,
 and the wire bytes and id are cached on the (frozen) op. `from_wire` keeps the bytes it was given
-as the op's wire bytes.
+as the op's wire bytes, and cuts the signed bytes out of them rather than encoding the fields
+again: `canonical_decode` has checked the whole op, payload included, and its canonical map less
+the signature entry is the signed map's canonical encoding; so a received op is checked once too.
 """
 
 import functools
@@ -64,7 +66,10 @@ __all__ = [
 ]
 
 OP_TYPE = "vivim.op.v1"
-ENTITY_TYPES = frozenset({"conversation", "message", "acu", "acu_link"})
+# Messages are not entities of their own: they travel inside their conversation's ops, and an
+# ACU's generated links inside its create op (store.vault_payloads), so an import costs one op per
+# conversation plus one per ACU.
+ENTITY_TYPES = frozenset({"conversation", "acu", "acu_link"})
 
 # Ed25519 public keys are 32 bytes, signatures 64.
 KEY_LENGTH = 32
@@ -166,8 +171,10 @@ class SyncOperation:
         if not isinstance(self.signature, bytes) or len(self.signature) != SIGNATURE_LENGTH:
             raise MalformedInput(f"signature must be {SIGNATURE_LENGTH} bytes")
         # Encoding the signed map checks the payload (the one field not checked above) and caches
-        # the bytes that `sign` and `verify_op` need anyway.
-        _ = self._signed
+        # the bytes that `sign` and `verify_op` need anyway; `from_wire` has them already, from
+        # bytes `canonical_decode` checked.
+        if "_signed" not in self.__dict__:
+            _ = self._signed
 
     @classmethod
     def sign(
@@ -210,17 +217,19 @@ class SyncOperation:
         return op
 
     def _unsigned_fields(self) -> dict[str, object]:
+        # Keys in canonical order (shorter first, then bytewise), which makes encoding cheaper
+        # (protocols.canonical); any order gives the same bytes.
         return {
+            "hlc": self.hlc.to_wire(),
+            "seq": self.seq,
+            "kind": self.kind.value,
+            "prev": self.prev,
             "type": OP_TYPE,
             "author": self.author,
             "device": self.device,
-            "seq": self.seq,
-            "prev": self.prev,
-            "hlc": self.hlc.to_wire(),
-            "entity_type": self.entity_type,
-            "entity_id": self.entity_id,
-            "kind": self.kind.value,
             "payload": self.payload,
+            "entity_id": self.entity_id,
+            "entity_type": self.entity_type,
         }
 
     @functools.cached_property
@@ -277,7 +286,16 @@ class SyncOperation:
         kind = value["kind"]
         if not isinstance(kind, str) or kind not in _KINDS:
             raise MalformedInput(f"kind is {kind!r:.40}, expected one of {sorted(_KINDS)}")
-        op = cls(
+        op = cls.__new__(cls)
+        # canonical_decode checked that `data` is the canonical encoding of `value`, and the op's
+        # wire map is `value` again, so these are the op's wire bytes; the signed bytes are cut
+        # out of them when their shape allows (else the constructor encodes them).
+        op.__dict__["_wire"] = data
+        signed = _signed_from_wire(data, value)
+        if signed is not None:
+            op.__dict__["_signed"] = signed
+        cls.__init__(
+            op,
             author=value["author"],
             device=value["device"],
             seq=value["seq"],
@@ -289,10 +307,28 @@ class SyncOperation:
             payload=value["payload"],
             signature=value["signature"],
         )
-        # canonical_decode checked that `data` is the canonical encoding of `value`, and the op's
-        # wire map is `value` again, so these are the op's wire bytes.
-        op.__dict__["_wire"] = data
         return op
+
+
+def _signed_from_wire(data: bytes, value: dict[object, object]) -> bytes | None:
+    """The signed bytes of an op whose canonical wire bytes `data` decode to `value`: the wire
+    map less its signature entry, which is the entry just before the last one, "entity_type"
+    (see `_wire`). None if the bytes are not laid out so (the constructor refuses such an op)."""
+    entity_type = value["entity_type"]
+    signature = value["signature"]
+    if not isinstance(entity_type, str) or entity_type not in ENTITY_TYPES:
+        return None
+    if not isinstance(signature, bytes):
+        return None
+    at = len(data) - len(_ENTITY_TYPE_KEY) - len(canonical_encode(entity_type))
+    start = at - len(_SIGNATURE_KEY_AND_HEAD) - SIGNATURE_LENGTH
+    if (
+        data[:1] != _WIRE_MAP_HEAD
+        or data[start:at] != _SIGNATURE_KEY_AND_HEAD + signature
+        or data[at : at + len(_ENTITY_TYPE_KEY)] != _ENTITY_TYPE_KEY
+    ):
+        return None
+    return b"".join((_SIGNED_MAP_HEAD, data[len(_WIRE_MAP_HEAD) : start], data[at:]))
 
 
 _KINDS = {kind.value: kind for kind in OpKind}

@@ -1,9 +1,11 @@
 """The vault's entities: their ids, their enums, and the normalized import model.
 
-Four entity types live in the vault (layer 1): conversations, messages, ACUs (atomic chat units)
-and ACU links. Each id is the `content_id` of a small map naming the entity kind and the fields
-that make it that entity, so any device that imports the same thing derives the same id and a
-second import creates nothing new (vault_spec.md section 4):
+Three entity types live in the vault (layer 1), each changed only by ops of its own:
+conversations (which carry their messages), ACUs (atomic chat units, which carry the links the
+generator made from them) and ACU links made later (an edit's `version_of`, a user's link). Each
+id, message ids included, is the `content_id` of a small map naming the kind and the fields that
+make it that thing, so any device that imports the same thing derives the same id and a second
+import creates nothing new (vault_spec.md section 4):
 
     conversation  {"kind": "conversation", "owner", "provider", "source_id"}
     message       {"kind": "message", "conversation", "index", "role", "content", "created_at_ms"}
@@ -13,8 +15,8 @@ second import creates nothing new (vault_spec.md section 4):
 Importers (`protocols.importers`) turn an export into `ImportedConversation` values, which know
 nothing of owners or ids; `message_records` names every message of one for a given conversation
 id, and `protocols.acu_generator` cuts its main branch into ACUs. The store turns these into ops:
-one conversation create (`ImportedConversation.create_payload`), one message create per
-`MessageRecord` (`MessageRecord.create_payload`), then the ACUs and their links.
+one conversation create holding every message (`ImportedConversation.create_payload`, each
+message as `MessageRecord.to_wire`), then one create per ACU with its links.
 """
 
 from collections.abc import Sequence
@@ -144,10 +146,10 @@ def message_id(
     return content_id(
         {
             "kind": "message",
-            "conversation": conversation_id,
-            "index": index,
             "role": role,
+            "index": index,
             "content": content,
+            "conversation": conversation_id,
             "created_at_ms": created_at_ms,
         }
     )
@@ -158,9 +160,9 @@ def acu_id(author: str, content: str, acu_type: str, source_time_ms: int) -> str
     return content_id(
         {
             "kind": "acu",
+            "type": str(acu_type),
             "author": author,
             "content": content,
-            "type": str(acu_type),
             "source_time_ms": source_time_ms,
         }
     )
@@ -224,21 +226,23 @@ class ImportedConversation:
         if any(message.branch is not Branch.ALTERNATE for message in self.alternates):
             raise LocalProtocolError("alternate messages must be on the alternate branch")
 
-    def create_payload(self) -> dict[str, object]:
-        """The payload of the conversation's create op."""
+    def create_payload(self, messages: Sequence["MessageRecord"]) -> dict[str, object]:
+        """The payload of the conversation's create op, carrying `messages` (its
+        `message_records`)."""
         return {
-            "title": self.title,
-            "provider": self.provider,
             "model": self.model,
+            "title": self.title,
+            "messages": [message.to_wire() for message in messages],
+            "provider": self.provider,
+            "source_id": self.source_id,
             "created_at_ms": self.created_at_ms,
             "updated_at_ms": self.updated_at_ms,
-            "source_id": self.source_id,
         }
 
 
 @dataclass(frozen=True, kw_only=True)
 class MessageRecord:
-    """A message with its id, ready to become a create op."""
+    """A message with its id, ready to travel in its conversation's ops."""
 
     id: str
     conversation_id: str
@@ -249,16 +253,17 @@ class MessageRecord:
     branch: Branch
     parent_id: str | None
 
-    def create_payload(self) -> dict[str, object]:
-        """The payload of the message's create op."""
+    def to_wire(self) -> dict[str, object]:
+        """The message as an entry of its conversation's `messages` (create or update payload):
+        every field but `conversation_id`, which is the op's entity id."""
         return {
-            "conversation_id": self.conversation_id,
+            "id": self.id,
             "role": self.role,
-            "content": self.content,
             "index": self.index,
-            "created_at_ms": self.created_at_ms,
             "branch": self.branch.value,
+            "content": self.content,
             "parent_id": self.parent_id,
+            "created_at_ms": self.created_at_ms,
         }
 
 
@@ -267,9 +272,12 @@ def message_records(
 ) -> list[MessageRecord]:
     """Every message of `conversation` with its id: the main branch in order, then alternates.
 
-    A parent always comes before its children, so the list can be written in order.
+    A parent always comes before its children. A message with the id of an earlier one (an
+    alternate identical to another message at its index) is listed once, as the earlier one, so
+    the ids are unique; the main branch is never shortened (its indexes differ).
     """
     ids: dict[str, str] = {}
+    seen: set[str] = set()
     records: list[MessageRecord] = []
     for message in _all_messages(conversation):
         if message.parent_key is not None and message.parent_key not in ids:
@@ -294,7 +302,9 @@ def message_records(
             parent_id=parent_id,
         )
         ids[message.key] = record.id
-        records.append(record)
+        if record.id not in seen:
+            seen.add(record.id)
+            records.append(record)
     return records
 
 

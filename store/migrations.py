@@ -84,9 +84,11 @@ def _v2_vault(db: SqliteDatabase) -> None:
     tombstone) and the triggers that keep the log and the ACUs append-only.
 
     No foreign keys between the replicated tables: ops arrive in any order across devices (a
-    message before its conversation, a link before its ACUs) and every order must converge.
-    Every replicated row names the create op it was folded from (`create_op_id`, with that op's
-    HLC in `hlc_packed`/`hlc_node`), so a row can always be traced to the log.
+    link before its ACUs, a title update before its conversation) and every order must converge.
+    Every replicated row names the op it was folded from (`create_op_id`, with that op's HLC in
+    `hlc_packed`/`hlc_node`): a message row the first op of its conversation that carried it, a
+    link row the ACU create or acu_link create it came from; so a row can always be traced to
+    the log.
     """
     statements = (
         # The local device's hybrid logical clock, persisted so a restart never goes backwards.
@@ -107,18 +109,12 @@ def _v2_vault(db: SqliteDatabase) -> None:
         """
         CREATE TABLE sync_operation (
             id TEXT PRIMARY KEY NOT NULL,
-            author TEXT NOT NULL,
             device TEXT NOT NULL,
             seq INTEGER NOT NULL CHECK (seq >= 1),
-            prev TEXT CHECK ((seq = 1) = (prev IS NULL)),
             hlc_packed INTEGER NOT NULL CHECK (hlc_packed >= 0),
-            hlc_node TEXT NOT NULL CHECK (hlc_node = device),
-            entity_type TEXT NOT NULL
-                CHECK (entity_type IN ('conversation', 'message', 'acu', 'acu_link')),
+            entity_type TEXT NOT NULL CHECK (entity_type IN ('conversation', 'acu', 'acu_link')),
             entity_id TEXT NOT NULL,
             kind TEXT NOT NULL CHECK (kind IN ('create', 'update', 'delete')),
-            payload BLOB NOT NULL CHECK (typeof(payload) = 'blob'),
-            signature BLOB NOT NULL CHECK (typeof(signature) = 'blob' AND length(signature) = 64),
             wire BLOB NOT NULL CHECK (typeof(wire) = 'blob'),
             received_at_ms INTEGER NOT NULL,
             UNIQUE (device, seq)
@@ -233,9 +229,10 @@ def _v2_vault(db: SqliteDatabase) -> None:
         """,
         # The log is append-only, and so are ACUs (below). `INSERT OR REPLACE` deletes the row it
         # replaces, which fires these DELETE triggers only on a connection with
-        # `PRAGMA recursive_triggers = ON`. A BEFORE INSERT trigger could refuse it everywhere,
-        # but any trigger on INSERT makes each insert run with a statement journal, which cost 15%
-        # of the import rate (measured); `verify_vault` finds a replaced op or ACU.
+        # `PRAGMA recursive_triggers = ON`: every connection store.database opens has it. A BEFORE
+        # INSERT trigger could refuse it on any connection, but any trigger on INSERT makes each
+        # insert run with a statement journal, which cost 15% of the import rate (measured); a
+        # REPLACE by another program is found by `verify_vault`.
         """
         CREATE TRIGGER sync_operation_no_update BEFORE UPDATE ON sync_operation
         BEGIN

@@ -93,20 +93,19 @@ class DeviceLog(_Model):
 
 
 class SyncOp(_Model):
-    """One signed op of the log (`protocols.oplog.SyncOperation`); append-only (triggers)."""
+    """One signed op of the log (`protocols.oplog.SyncOperation`); append-only (triggers).
+
+    `wire` is the whole op as signed; the other columns repeat what queries need without decoding
+    it (store.vault_sql.OP_COLUMNS), and `verify_vault` checks they agree with it.
+    """
 
     id = peewee.TextField(primary_key=True)  # content id of `wire`
-    author = peewee.TextField()
-    device = peewee.TextField()
+    device = peewee.TextField()  # also the node of the op's HLC
     seq = peewee.IntegerField()
-    prev = peewee.TextField(null=True)
     hlc_packed = peewee.IntegerField()
-    hlc_node = peewee.TextField()
     entity_type = peewee.TextField()
     entity_id = peewee.TextField()
     kind = peewee.TextField()
-    payload = peewee.BlobField()  # canonical CBOR of the payload map
-    signature = peewee.BlobField()
     wire = peewee.BlobField()  # the op's wire bytes, as signed and sent
     received_at_ms = peewee.IntegerField()  # local: when this node stored it
 
@@ -147,7 +146,7 @@ class Conversation(_Model):
 
 
 class Message(_Model):
-    """A message of a conversation (create-only)."""
+    """A message of a conversation, folded from the conversation's ops (grow-only)."""
 
     id = peewee.TextField(primary_key=True)
     conversation_id = peewee.TextField()
@@ -158,7 +157,7 @@ class Message(_Model):
     branch = peewee.TextField()  # main | alternate
     parent_id = peewee.TextField(null=True)
     author = peewee.TextField()
-    hlc_packed = peewee.IntegerField()
+    hlc_packed = peewee.IntegerField()  # of the first op of the conversation that carried it
     hlc_node = peewee.TextField()
     create_op_id = peewee.TextField()
 
@@ -193,7 +192,8 @@ class Acu(_Model):
 
 
 class AcuLink(_Model):
-    """A link "source <relation> target" between two ACUs."""
+    """A link "source <relation> target" between two ACUs: carried by its source ACU's create op
+    (the generator's links) or made by an acu_link op (store.vault_fold)."""
 
     id = peewee.TextField(primary_key=True)
     source = peewee.TextField()

@@ -9,16 +9,17 @@ Local writes sign one op per change with the device key and write it with the ro
 this device's chain head and its persisted clock, in one transaction: all or nothing.
 
 - `import_conversation(s)` creates what an imported conversation holds and the vault does not:
-  the conversation, its messages, the ACUs `protocols.acu_generator` cuts from it and their
-  links. Ids are content ids, so importing the same conversation again creates nothing and writes
-  no op. A conversation that was deleted stays deleted: it is skipped whole.
+  the conversation with its messages (one op), the messages a continued conversation adds (one
+  update op), the ACUs `protocols.acu_generator` cuts from it, each with its links (one op per
+  ACU). Ids are content ids, so importing the same conversation again creates nothing and
+  writes no op. A conversation that was deleted stays deleted: it is skipped whole.
 - `edit_acu` creates a new ACU (the new content, the old one's type, category, language and
   provenance; its source time is the edit's time, so every version has its own id and a revert
-  to earlier text is a new version, not a cycle) and a `version_of` link from it to the old one.
-  The old ACU is unchanged: ACUs are immutable.
+  to earlier text is a new version, not a cycle) and a `version_of` link from it to the old one
+  (an acu_link op). The old ACU is unchanged: ACUs are immutable.
 - `set_title` renames a conversation (last writer wins); `raise_sharing_level` raises an ACU's
   sharing level, never lowers it (`SharingLevelLowered`); `delete_conversation` tombstones a
-  conversation and its messages (its ACUs stay: ACUs are never deleted).
+  conversation, which removes its messages (its ACUs stay: ACUs are never deleted).
 
 The import is in store.vault_import, remote ops go through `apply_ops` (store.vault_apply),
 `state_hash` and `verify_vault` (store.vault_state) check the result, and the queries for the CLI
@@ -124,6 +125,7 @@ def edit_acu(
                 "sharing_level": SharingLevel.SELF.to_wire(),
                 "author_signature": signer.sign_acu(new_id),
                 "author_signer": signer.device,
+                "links": [],
             }
             log.write("acu", new_id, OpKind.CREATE, payload)
         if not existing.get(version_link):
@@ -183,7 +185,7 @@ def raise_sharing_level(
 def delete_conversation(
     db: SqliteDatabase, signer: LocalSigner, conversation_id: str, now_ms: int
 ) -> None:
-    """Delete a conversation and its messages (tombstones; its ACUs stay). Raises
+    """Delete a conversation and its messages (a tombstone; its ACUs stay). Raises
     `ConversationNotFound`."""
     with write_transaction(db):
         conn = connection(db)
@@ -191,15 +193,6 @@ def delete_conversation(
             "SELECT 1 FROM conversation WHERE id = ?", (conversation_id,)
         ).fetchone():
             raise ConversationNotFound(conversation_id)
-        messages = [
-            message_id
-            for (message_id,) in conn.execute(
-                "SELECT id FROM message WHERE conversation_id = ? ORDER BY position, id",
-                (conversation_id,),
-            )
-        ]
         log = LocalLog(conn, signer, now_ms)
         log.write("conversation", conversation_id, OpKind.DELETE, {})
-        for message_id in messages:
-            log.write("message", message_id, OpKind.DELETE, {})
         log.close()

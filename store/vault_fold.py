@@ -4,10 +4,17 @@ An entity's state depends only on the set of its stored ops, never on the order 
 the ops are sorted by (HLC packed, HLC node, op id), and
 
 - any delete makes the entity a tombstone, recording the first delete: a remove wins over every
-  create and update, whatever their stamps (ACUs are never deleted);
+  create and update, whatever their stamps (ACUs are never deleted). A deleted conversation
+  takes its messages with it;
 - otherwise the first create sets the row; a conversation's title is the one of the last op (by
   that order) that set it, the create included (last writer wins per field); an ACU's sharing
   level is the highest any of its ops names (a ratchet, so order cannot matter);
+- a conversation's messages are the union of the `messages` of all its creates and updates (a
+  grow-only set: order cannot matter); each message's row comes from the first op, by that
+  order, that carries it;
+- an ACU's links (the generator's, whose source it is) are the union of the `links` of its
+  creates, each row from the first create that carries it, with the ACU's author as
+  `created_by`;
 - with no create and no delete (an update that arrived before its create) there is no row yet:
   the update waits in the log and takes effect when the create arrives and the entity is folded
   again.
@@ -16,6 +23,14 @@ Two devices importing the same conversation create the same entities (ids are co
 ops of their own; every replica keeps the create that sorts first. For an ACU that changes only
 the create's provenance and author signature, never its content (the id is the hash of the
 content, and creates are checked against it), which the ACU triggers allow.
+
+A link row has two possible origins with the same id, and so the same source, target and
+relation: the create op of its source ACU, or an acu_link create op (a user linking what the
+generator linked already). The rule: a link carried by an ACU create op belongs to that ACU.
+Its row is the ACU's (author, stamp and op of the first create carrying it) whatever acu_link
+ops say, and nothing removes it: an acu_link delete of it is kept in the log and leaves a
+tombstone, but the row stays, as the ACU it belongs to does. acu_link ops shape the row only of
+a link no ACU op carries. So a link inside an ACU op cannot be deleted on its own.
 
 The same fold materializes the tables when an op is applied (`write_folded`) and replays the
 log when the vault is verified (`store.vault_state`), and the import fast path builds its rows
@@ -27,11 +42,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, cast
 
-from protocols.canonical import canonical_decode
-from protocols.vault_records import SharingLevel
+from protocols.canonical import decode_stored
+from protocols.oplog import SyncOperation
+from protocols.vault_records import SharingLevel, link_id
 from store.vault_sql import (
     ACU_COLUMNS,
     ENTITY_TABLES,
+    LINK_COLUMNS,
+    MESSAGE_COLUMNS,
     TOMBSTONE_COLUMNS,
     Row,
     insert_sql,
@@ -41,6 +59,21 @@ from store.vault_sql import (
 # The ACU columns an UPDATE may set: the rest is the content the id is the hash of.
 _ACU_MUTABLE_AT: Final = ACU_COLUMNS.index("category")
 _ACU_MUTABLE: Final = ACU_COLUMNS[_ACU_MUTABLE_AT:]
+
+
+def upsert_sql(table: str, columns: Sequence[str]) -> str:
+    """Insert a row, or overwrite every column of the row with its id."""
+    updates = ", ".join(f"{column} = excluded.{column}" for column in columns[1:])
+    return insert_sql(table, columns) + f" ON CONFLICT (id) DO UPDATE SET {updates}"
+
+
+MESSAGE_UPSERT: Final = upsert_sql("message", MESSAGE_COLUMNS)
+LINK_UPSERT: Final = upsert_sql("acu_link", LINK_COLUMNS)
+_TOMBSTONE_UPSERT: Final = (
+    insert_sql("tombstone", TOMBSTONE_COLUMNS)
+    + " ON CONFLICT (entity_type, entity_id) DO UPDATE SET op_id = excluded.op_id,"
+    " hlc_packed = excluded.hlc_packed, hlc_node = excluded.hlc_node"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,29 +94,44 @@ class FoldOp:
 
 @dataclass(frozen=True, slots=True)
 class Folded:
-    """An entity's state: a row of its table, a tombstone row, or neither (no create yet)."""
+    """An entity's state: a row of its table, a tombstone row, or neither (no create yet); and
+    the rows it carries (`children`, sorted by id): a conversation's messages, an ACU's links."""
 
     row: Row | None = None
     tombstone: Row | None = None  # in TOMBSTONE_COLUMNS order
+    children: tuple[Row, ...] = ()
 
 
 NOTHING: Final = Folded()
 
 # The columns of one stored op that `fold_op_from_row` reads, in this order.
-FOLD_COLUMNS: Final = "hlc_packed, hlc_node, id, author, kind, payload"
+FOLD_COLUMNS: Final = "hlc_packed, device, id, kind, wire"
 
 
 def fold_op_from_row(row: Sequence[object]) -> FoldOp:
-    """A `FoldOp` from a row of FOLD_COLUMNS (the payload is decoded)."""
-    hlc_packed, hlc_node, op_id, author, kind, payload = row
-    decoded = canonical_decode(cast(bytes, payload))
+    """A `FoldOp` from a row of FOLD_COLUMNS: author and payload are read from the wire bytes,
+    checked when the op was stored (`decode_stored`)."""
+    hlc_packed, device, op_id, kind, wire = row
+    decoded = cast(Mapping[str, object], decode_stored(cast(bytes, wire)))
     return FoldOp(
         hlc_packed=cast(int, hlc_packed),
-        hlc_node=cast(str, hlc_node),
+        hlc_node=cast(str, device),
         op_id=cast(str, op_id),
-        author=cast(str, author),
+        author=cast(str, decoded["author"]),
         kind=cast(str, kind),
-        payload=cast(Mapping[str, object], decoded),
+        payload=cast(Mapping[str, object], decoded["payload"]),
+    )
+
+
+def fold_op(op: SyncOperation) -> FoldOp:
+    """A `FoldOp` of an op at hand."""
+    return FoldOp(
+        hlc_packed=op.hlc.packed(),
+        hlc_node=op.hlc.node,
+        op_id=op.id,
+        author=op.author,
+        kind=op.kind.value,
+        payload=op.payload,
     )
 
 
@@ -100,16 +148,34 @@ def fold_entity(entity_type: str, entity_id: str, ops: Iterable[FoldOp]) -> Fold
     if entity_type == "conversation":
         row = conversation_row(entity_id, first)
         title = row[2]
+        messages: dict[str, Row] = {}
         for op in ordered:
-            if op.kind == "update" and op.key > first.key:
+            if op.kind == "update" and op.key > first.key and "title" in op.payload:
                 title = op.payload["title"]
-        return Folded(row=(*row[:2], title, *row[3:]))
-    if entity_type == "message":
-        return Folded(row=message_row(entity_id, first))
+            for message in _entries(op.payload, "messages"):
+                if message["id"] not in messages:
+                    messages[cast(str, message["id"])] = message_row(entity_id, message, op)
+        return Folded(
+            row=(*row[:2], title, *row[3:]),
+            children=tuple(messages[key] for key in sorted(messages)),
+        )
     if entity_type == "acu":
         level = max(SharingLevel.from_wire(op.payload["sharing_level"]) for op in ordered)
-        return Folded(row=acu_row(entity_id, first, sharing_level=level))
+        links: dict[str, Row] = {}
+        for create in creates:
+            for link in _entries(create.payload, "links"):
+                key = link_id(entity_id, cast(str, link["target"]), cast(str, link["relation"]))
+                if key not in links:
+                    links[key] = carried_link_row(key, entity_id, link, create)
+        return Folded(
+            row=acu_row(entity_id, first, sharing_level=level),
+            children=tuple(links[key] for key in sorted(links)),
+        )
     return Folded(row=link_row(entity_id, first))
+
+
+def _entries(payload: Mapping[str, object], name: str) -> list[Mapping[str, object]]:
+    return cast(list[Mapping[str, object]], payload.get(name, ()))
 
 
 def conversation_row(entity_id: str, create: FoldOp) -> Row:
@@ -129,21 +195,21 @@ def conversation_row(entity_id: str, create: FoldOp) -> Row:
     )
 
 
-def message_row(entity_id: str, create: FoldOp) -> Row:
-    payload = create.payload
+def message_row(conversation_id: str, message: Mapping[str, object], op: FoldOp) -> Row:
+    """The row of `message`, an entry of the `messages` of `op`, an op of its conversation."""
     return (
-        entity_id,
-        payload["conversation_id"],
-        payload["index"],
-        payload["role"],
-        payload["content"],
-        payload["created_at_ms"],
-        payload["branch"],
-        payload["parent_id"],
-        create.author,
-        create.hlc_packed,
-        create.hlc_node,
-        create.op_id,
+        message["id"],
+        conversation_id,
+        message["index"],
+        message["role"],
+        message["content"],
+        message["created_at_ms"],
+        message["branch"],
+        message["parent_id"],
+        op.author,
+        op.hlc_packed,
+        op.hlc_node,
+        op.op_id,
     )
 
 
@@ -172,7 +238,24 @@ def acu_row(entity_id: str, create: FoldOp, *, sharing_level: int) -> Row:
     )
 
 
+def carried_link_row(
+    entity_id: str, source: str, link: Mapping[str, object], create: FoldOp
+) -> Row:
+    """The row of `link`, an entry of the `links` of `create`, a create op of ACU `source`."""
+    return (
+        entity_id,
+        source,
+        link["target"],
+        link["relation"],
+        create.author,
+        create.hlc_packed,
+        create.hlc_node,
+        create.op_id,
+    )
+
+
 def link_row(entity_id: str, create: FoldOp) -> Row:
+    """The row an acu_link create op makes."""
     payload = create.payload
     return (
         entity_id,
@@ -196,7 +279,7 @@ def load_entity_ops(conn: sqlite3.Connection, entity_type: str, entity_id: str) 
 
 
 def refold(conn: sqlite3.Connection, entity_type: str, entity_id: str) -> Folded:
-    """Fold one entity from its stored ops and write the result to its table."""
+    """Fold one entity from its stored ops and write the result to its tables."""
     folded = fold_entity(entity_type, entity_id, load_entity_ops(conn, entity_type, entity_id))
     write_folded(conn, entity_type, entity_id, folded)
     return folded
@@ -207,26 +290,29 @@ def write_folded(
 ) -> None:
     """Make the materialized tables hold `folded` for this entity.
 
-    A state only ever moves forward (nothing -> row -> tombstone), since ops are only added.
-    ACU rows are never replaced: only their mutable columns are updated, so the triggers that
-    guard their content hold for this path too.
+    A state only ever moves forward (nothing -> row -> tombstone; carried rows only added, or
+    moved to an earlier op), since ops are only added. ACU rows are never replaced: only their
+    mutable columns are updated, so the triggers that guard their content hold for this path
+    too. A link row that an ACU carries is left to that ACU (module docstring).
     """
     table, columns = ENTITY_TABLES[entity_type]
+    if entity_type == "acu_link" and _carried_by_an_acu(conn, entity_id):
+        if folded.tombstone is not None:
+            conn.execute(_TOMBSTONE_UPSERT, folded.tombstone)
+        return
     if folded.tombstone is not None:
         conn.execute(f"DELETE FROM {table} WHERE id = ?", (entity_id,))
-        conn.execute(
-            insert_sql("tombstone", TOMBSTONE_COLUMNS)
-            + " ON CONFLICT (entity_type, entity_id) DO UPDATE SET op_id = excluded.op_id,"
-            " hlc_packed = excluded.hlc_packed, hlc_node = excluded.hlc_node",
-            folded.tombstone,
-        )
+        if entity_type == "conversation":
+            conn.execute("DELETE FROM message WHERE conversation_id = ?", (entity_id,))
+        conn.execute(_TOMBSTONE_UPSERT, folded.tombstone)
         return
     row = folded.row
     if row is None:
         return
     if entity_type != "acu":
-        updates = ", ".join(f"{column} = excluded.{column}" for column in columns[1:])
-        conn.execute(insert_sql(table, columns) + f" ON CONFLICT (id) DO UPDATE SET {updates}", row)
+        conn.execute(upsert_sql(table, columns), row)
+        if folded.children:
+            conn.executemany(MESSAGE_UPSERT, folded.children)
         return
     stored = conn.execute(
         f"SELECT {', '.join(_ACU_MUTABLE)} FROM acu WHERE id = ?", (entity_id,)
@@ -238,6 +324,20 @@ def write_folded(
         conn.execute(
             f"UPDATE acu SET {assignments} WHERE id = ?", (*row[_ACU_MUTABLE_AT:], entity_id)
         )
+    if folded.children:
+        conn.executemany(LINK_UPSERT, folded.children)
+
+
+def _carried_by_an_acu(conn: sqlite3.Connection, link: str) -> bool:
+    """Whether the row of `link` comes from an ACU create op (the ACU's fold wrote it)."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM acu_link AS l JOIN sync_operation AS o ON o.id = l.create_op_id"
+            " WHERE l.id = ? AND o.entity_type = 'acu'",
+            (link,),
+        ).fetchone()
+        is not None
+    )
 
 
 def entity_ids_with_ops(conn: sqlite3.Connection, entity_ids: Sequence[str]) -> dict[str, set[str]]:

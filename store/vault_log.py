@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import nacl.signing
 
-from protocols.canonical import canonical_encode
 from protocols.did import ed25519_public_key_from_did
 from protocols.hlc import HybridClock, Timestamp
 from protocols.oplog import OpKind, SyncOperation
@@ -95,17 +94,12 @@ def op_row(op: SyncOperation, received_at_ms: int) -> Row:
     """`op` as a sync_operation row (OP_COLUMNS order)."""
     return (
         op.id,
-        op.author,
         op.device,
         op.seq,
-        op.prev,
         op.hlc.packed(),
-        op.hlc.node,
         op.entity_type,
         op.entity_id,
         op.kind.value,
-        canonical_encode(op.payload),
-        op.signature,
         op.to_wire(),
         received_at_ms,
     )

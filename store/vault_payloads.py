@@ -7,9 +7,14 @@ the vault already holds, so every replica accepts or refuses the same op the sam
 what lets any delivery order converge.
 
 - A create must name its entity: the id is recomputed from the payload (ids are content ids), so
-  a create cannot claim one id and carry another entity's content.
-- Messages and links are create-only (and deletable); ACUs are create-only and never deleted, and
-  their only update is `{"sharing_level": L}`; a conversation's only update is `{"title": T}`.
+  a create cannot claim one id and carry another entity's content. So must every message a
+  conversation op carries (its id is recomputed from its fields and the op's conversation id),
+  and every link an ACU create carries names a target and a relation (its source is the ACU).
+- A conversation's create carries its messages (`messages`, possibly empty); its updates are
+  `{"title": T}`, `{"messages": [...]}` (at least one) or both. Ids are unique within an op.
+- ACUs are create-only and never deleted, and their only update is `{"sharing_level": L}`; their
+  create carries their links (`links`, sorted by relation then target, no repeats, none to the
+  ACU itself). acu_link entities are create-only (and deletable).
 - A delete carries an empty payload.
 - An ACU's `author` is the op's author and its `author_signer` the op's device, whose key signed
   the ACU id (vault_spec.md section 4), so the signature is checked with the key already at hand.
@@ -40,10 +45,12 @@ MAX_INT = 2**63 - 1
 SIGNATURE_LENGTH = 64
 
 CONVERSATION_FIELDS = frozenset(
-    {"title", "provider", "model", "created_at_ms", "updated_at_ms", "source_id"}
+    {"title", "provider", "model", "created_at_ms", "updated_at_ms", "source_id", "messages"}
 )
+CONVERSATION_UPDATE_FIELDS = frozenset({"title", "messages"})
+# An entry of a conversation op's `messages` (protocols.vault_records.MessageRecord.to_wire).
 MESSAGE_FIELDS = frozenset(
-    {"conversation_id", "role", "content", "index", "created_at_ms", "branch", "parent_id"}
+    {"id", "role", "content", "index", "created_at_ms", "branch", "parent_id"}
 )
 ACU_FIELDS = frozenset(
     {
@@ -57,8 +64,11 @@ ACU_FIELDS = frozenset(
         "sharing_level",
         "author_signature",
         "author_signer",
+        "links",
     }
 )
+# An entry of an ACU create's `links` (protocols.acu_generator.GeneratedLink.to_wire).
+CARRIED_LINK_FIELDS = frozenset({"relation", "target"})
 PROVENANCE_FIELDS = frozenset({"conversation_id", "message_id", "index", "provider", "model"})
 LINK_FIELDS = frozenset({"source", "target", "relation", "created_by"})
 _BRANCHES = frozenset(branch.value for branch in Branch)
@@ -78,10 +88,16 @@ def check_payload(op: SyncOperation, device_public_key: bytes) -> None:
         case "conversation", OpKind.CREATE:
             _check_conversation(op, payload)
         case "conversation", OpKind.UPDATE:
-            _check_fields(payload, frozenset({"title"}), "conversation update")
-            _text(payload, "title")
-        case "message", OpKind.CREATE:
-            _check_message(op, payload)
+            extra = sorted(payload.keys() - CONVERSATION_UPDATE_FIELDS)
+            if not payload or extra:
+                raise MalformedInput(
+                    f"conversation update payload fields wrong: unexpected {extra!r:.200}, "
+                    f"expected one or both of {sorted(CONVERSATION_UPDATE_FIELDS)}"
+                )
+            if "title" in payload:
+                _text(payload, "title")
+            if "messages" in payload and not _check_messages(op, payload):
+                raise MalformedInput("a conversation update carries at least one message")
         case "acu", OpKind.CREATE:
             _check_acu(op, payload, device_public_key)
         case "acu", OpKind.UPDATE:
@@ -91,7 +107,7 @@ def check_payload(op: SyncOperation, device_public_key: bytes) -> None:
             raise MalformedInput("an ACU is never deleted: ACUs are immutable")
         case "acu_link", OpKind.CREATE:
             _check_link(op, payload)
-        case (("conversation" | "message" | "acu_link"), OpKind.DELETE):
+        case (("conversation" | "acu_link"), OpKind.DELETE):
             _check_fields(payload, frozenset(), f"{op.entity_type} delete")
         case _:
             raise MalformedInput(f"a {op.entity_type} is create-only: no {kind.value} op")
@@ -106,21 +122,38 @@ def _check_conversation(op: SyncOperation, payload: Mapping[str, object]) -> Non
     _optional_int(payload, "created_at_ms")
     _optional_int(payload, "updated_at_ms")
     _check_id(op, conversation_id(op.author, provider, source_id))
+    _check_messages(op, payload)
 
 
-def _check_message(op: SyncOperation, payload: Mapping[str, object]) -> None:
-    _check_fields(payload, MESSAGE_FIELDS, "message create")
-    conversation = _text(payload, "conversation_id")
-    parse_content_id(conversation)
-    index = _int(payload, "index", minimum=0)
-    role = _text(payload, "role")
-    content = _text(payload, "content")
-    created_at_ms = _optional_int(payload, "created_at_ms")
-    _choice(payload, "branch", _BRANCHES)
-    parent = _optional_text(payload, "parent_id")
-    if parent is not None:
-        parse_content_id(parent)
-    _check_id(op, message_id(conversation, index, role, content, created_at_ms))
+def _check_messages(op: SyncOperation, payload: Mapping[str, object]) -> int:
+    """Check the `messages` of a conversation op; return how many there are."""
+    messages = payload["messages"]
+    if not isinstance(messages, list):
+        raise MalformedInput(f"messages is a {type(messages).__name__}, expected a list")
+    conversation = op.entity_id
+    seen: set[str] = set()
+    for message in messages:
+        if not isinstance(message, dict):
+            raise MalformedInput(f"a message is a {type(message).__name__}, expected a map")
+        _check_fields(message, MESSAGE_FIELDS, "message")
+        index = _int(message, "index", minimum=0)
+        role = _text(message, "role")
+        content = _text(message, "content")
+        created_at_ms = _optional_int(message, "created_at_ms")
+        _choice(message, "branch", _BRANCHES)
+        parent = _optional_text(message, "parent_id")
+        if parent is not None:
+            parse_content_id(parent)
+        claimed = _text(message, "id")
+        derived = message_id(conversation, index, role, content, created_at_ms)
+        if claimed != derived:
+            raise MalformedInput(
+                f"message id {claimed:.80} is not the id of its content ({derived})"
+            )
+        if claimed in seen:
+            raise MalformedInput(f"message {claimed} is listed twice")
+        seen.add(claimed)
+    return len(messages)
 
 
 def _check_acu(op: SyncOperation, payload: Mapping[str, object], device_public_key: bytes) -> None:
@@ -149,10 +182,34 @@ def _check_acu(op: SyncOperation, payload: Mapping[str, object], device_public_k
     if not isinstance(signature, bytes) or len(signature) != SIGNATURE_LENGTH:
         raise MalformedInput(f"author_signature must be {SIGNATURE_LENGTH} bytes")
     _check_id(op, acu_id(author, content, acu_type, source_time_ms))
+    _check_carried_links(op, payload)
     try:
         nacl.signing.VerifyKey(device_public_key).verify(op.entity_id.encode(), signature)
     except nacl.exceptions.BadSignatureError as err:
         raise BadSignature(f"author signature of ACU {op.entity_id} does not verify") from err
+
+
+def _check_carried_links(op: SyncOperation, payload: Mapping[str, object]) -> None:
+    """The `links` of an ACU create: each {relation, target}, sorted, no repeats, no self-link."""
+    links = payload["links"]
+    if not isinstance(links, list):
+        raise MalformedInput(f"links is a {type(links).__name__}, expected a list")
+    previous: tuple[str, str] | None = None
+    for link in links:
+        if not isinstance(link, dict):
+            raise MalformedInput(f"a link is a {type(link).__name__}, expected a map")
+        _check_fields(link, CARRIED_LINK_FIELDS, "link")
+        relation = LinkRelation.from_wire(link["relation"])
+        target = _text(link, "target")
+        parse_content_id(target)
+        if target == op.entity_id:
+            raise MalformedInput("an ACU does not link to itself")
+        key = (relation.value, target)
+        if previous is not None and key <= previous:
+            raise MalformedInput(
+                "an ACU's links are sorted by relation then target, without repeats"
+            )
+        previous = key
 
 
 def _check_link(op: SyncOperation, payload: Mapping[str, object]) -> None:

@@ -1,8 +1,9 @@
 """The vault's SQL plumbing: the sqlite3 connection behind a peewee database, and its columns.
 
 The vault writes through the connection's `executemany` rather than peewee's query builder: an
-import writes several rows per ACU (ACU, op, message, link), and building each INSERT in Python
-costs more than signing the op (measured with the import benchmark). The SQL stays in the `vault_*`
+import writes several rows per ACU (its op, its row, its links' rows, a share of the messages'),
+and building each INSERT in Python costs more than signing the op (measured with the import
+benchmark). The SQL stays in the `vault_*`
 modules, next to the code that needs it; the peewee models in `store.models` describe the tables.
 
 The connection is the one peewee opened for this thread, so these statements run inside the
@@ -84,27 +85,26 @@ LINK_COLUMNS: Final = (
 # Without the table's local `id`.
 TOMBSTONE_COLUMNS: Final = ("entity_type", "entity_id", "op_id", "hlc_packed", "hlc_node")
 
-# Entity type -> (materialized table, its columns).
+# Entity type -> (materialized table, its columns). Messages have a table but are not an entity
+# type: they are folded from their conversation's ops (store.vault_fold).
 ENTITY_TABLES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "conversation": ("conversation", CONVERSATION_COLUMNS),
-    "message": ("message", MESSAGE_COLUMNS),
     "acu": ("acu", ACU_COLUMNS),
     "acu_link": ("acu_link", LINK_COLUMNS),
 }
 
+# The op's signed wire bytes, and beside them only what is indexed or queried without decoding
+# them: the id, the chain position (device, seq), the stamp (chain heads, the clock check), the
+# entity and the kind (an import asks which of its ids have ops, and of which kinds). Everything
+# else (author, prev, payload, signature) is read from `wire`; the HLC node is the device.
 OP_COLUMNS: Final = (
     "id",
-    "author",
     "device",
     "seq",
-    "prev",
     "hlc_packed",
-    "hlc_node",
     "entity_type",
     "entity_id",
     "kind",
-    "payload",
-    "signature",
     "wire",
     "received_at_ms",
 )

@@ -4,14 +4,20 @@
 it reads: it decodes every op from its signed wire bytes, checks that its columns say the same,
 verifies it against its device's key and chain as `apply_ops` would have, then replays the whole
 log through the same fold and compares the result with the stored tables, row by row. It reports
-every problem it finds and changes nothing, so it runs on a read-only connection too; it streams
-the log (two ordered scans) and holds one entity's ops at a time.
+every problem it finds and changes nothing, so it runs on a read-only connection too. It streams
+the log (ordered scans) and holds one entity's ops at a time, plus the rows acu_link ops make
+(user links and edits' version_of: few).
+
+The replay compares each entity with the rows it owns, in one ordered pass per entity type: a
+conversation with its messages, an ACU with its links (the ones it carries, and those acu_link
+ops make from it; the ACU's win, store.vault_fold). acu_link tombstones are compared on their
+own.
 """
 
 import hashlib
 import heapq
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -23,22 +29,37 @@ from protocols.oplog import SyncOperation, verify_op
 from store.identity import DeviceRow, list_devices
 from store.vault_fold import FOLD_COLUMNS, Folded, fold_entity, fold_op_from_row
 from store.vault_payloads import check_payload
-from store.vault_sql import ENTITY_TABLES, TOMBSTONE_COLUMNS, connection, select_sql
+from store.vault_sql import (
+    ACU_COLUMNS,
+    CONVERSATION_COLUMNS,
+    ENTITY_TABLES,
+    LINK_COLUMNS,
+    MESSAGE_COLUMNS,
+    TOMBSTONE_COLUMNS,
+    Row,
+    connection,
+    select_sql,
+)
 
 V = TypeVar("V")
 
 # The replicated tables and the order state_hash reads them in; the tombstone table's local `id`
 # is left out.
 _HASHED: Final = (
-    *((table, columns, "id") for table, columns in ENTITY_TABLES.values()),
+    ("conversation", CONVERSATION_COLUMNS, "id"),
+    ("message", MESSAGE_COLUMNS, "id"),
+    ("acu", ACU_COLUMNS, "id"),
+    ("acu_link", LINK_COLUMNS, "id"),
     ("tombstone", TOMBSTONE_COLUMNS, "entity_type, entity_id"),
 )
 
 # The sync_operation columns read by the chain check, in this order.
-_OP_CHECK_COLUMNS: Final = (
-    "id, author, device, seq, prev, hlc_packed, hlc_node, entity_type, entity_id, kind, payload,"
-    " signature, wire"
-)
+_OP_CHECK_COLUMNS: Final = "id, device, seq, hlc_packed, entity_type, entity_id, kind, wire"
+
+# A key of the replay's ordered passes: (entity id, "") for an entity's own row, (entity id,
+# child id) for a row it owns (a message of a conversation, a link from an ACU).
+_Key = tuple[str, str]
+_OWN: Final = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -83,8 +104,7 @@ def verify_vault(db: SqliteDatabase, now_ms: int) -> list[VaultProblem]:
     with db.atomic():
         problems: list[VaultProblem] = []
         bad_ops = _check_log(db, now_ms, problems)
-        for entity_type in ENTITY_TABLES:
-            _check_tables(db, entity_type, bad_ops, problems)
+        _check_tables(db, bad_ops, problems)
         return problems
 
 
@@ -95,23 +115,27 @@ def _check_log(db: SqliteDatabase, now_ms: int, problems: list[VaultProblem]) ->
     bad: set[str] = set()
     heads: dict[str, tuple[int, str]] = {}
     rows = conn.execute(f"SELECT {_OP_CHECK_COLUMNS} FROM sync_operation ORDER BY device, seq")
-    for device, chain in itertools.groupby(rows, key=lambda row: row[2]):
-        expected_seq, expected_prev, last_hlc = 1, None, -1
+    for device, chain in itertools.groupby(rows, key=lambda row: row[1]):
+        expected_seq: int = 1
+        expected_prev: str | None = None
+        last_hlc = -1
         for row in chain:
-            op_id, seq = row[0], row[3]
+            op_id, seq = row[0], row[2]
             problem = _check_op(row, devices.get(device), expected_seq, expected_prev, now_ms)
             if problem is not None:
                 kind, detail = problem
                 problems.append(VaultProblem(kind=kind, detail=detail, op_id=op_id, device=device))
                 bad.add(op_id)
-            elif row[5] <= last_hlc:
+            elif row[3] <= last_hlc:
                 detail = f"op #{seq} is stamped at or before the op before it"
                 problems.append(
                     VaultProblem(kind=ChainBreak.code, detail=detail, op_id=op_id, device=device)
                 )
                 bad.add(op_id)
+            else:
+                last_hlc = row[3]  # a stamp its own bytes vouch for
             # Carry on from this op, so one bad op is reported once, not with every later one.
-            expected_seq, expected_prev, last_hlc = seq + 1, op_id, row[5]
+            expected_seq, expected_prev = seq + 1, op_id
         heads[device] = (expected_seq - 1, expected_prev or "")
     _check_heads(db, heads, problems)
     return bad
@@ -125,23 +149,18 @@ def _check_op(
     now_ms: int,
 ) -> tuple[str, str] | None:
     """(kind, detail) of what is wrong with one stored op, or None."""
-    op_id, author, _, seq, prev, hlc_packed, hlc_node, entity_type, entity_id, kind = row[:10]
-    payload, signature, wire = row[10:]
+    op_id, device_column, seq, hlc_packed, entity_type, entity_id, kind, wire = row
     try:
         op = SyncOperation.from_wire(bytes(wire))
     except MalformedInput as err:
         return MalformedInput.code, f"wire bytes do not decode: {err}"
-    stored = (op_id, author, seq, prev, hlc_packed, hlc_node, entity_type, entity_id, kind)
+    stored = (op_id, device_column, seq, hlc_packed, entity_type, entity_id, kind)
     signed = (
-        *(op.id, op.author, op.seq, op.prev, op.hlc.packed(), op.hlc.node),
+        *(op.id, op.device, op.seq, op.hlc.packed()),
         *(op.entity_type, op.entity_id, op.kind.value),
     )
-    names = ("id", "author", "seq", "prev", "hlc", "hlc node", "entity_type", "entity_id", "kind")
+    names = ("id", "device", "seq", "hlc", "entity_type", "entity_id", "kind")
     wrong = [name for name, a, b in zip(names, stored, signed, strict=True) if a != b]
-    if bytes(payload) != canonical_encode(op.payload):
-        wrong.append("payload")
-    if bytes(signature) != op.signature:
-        wrong.append("signature")
     if wrong:
         return "op_columns", f"columns {', '.join(wrong)} disagree with the op's signed bytes"
     try:
@@ -205,47 +224,134 @@ def _check_heads(
             )
 
 
-def _check_tables(
-    db: SqliteDatabase, entity_type: str, bad_ops: set[str], problems: list[VaultProblem]
+def _check_tables(db: SqliteDatabase, bad_ops: set[str], problems: list[VaultProblem]) -> None:
+    """Replay the log (all but `bad_ops`) and compare the result with the stored tables."""
+    conn = connection(db)
+
+    # acu_link ops: their tombstones by link id; the rows they make join the ACU pass.
+    made: list[tuple[_Key, Row]] = []
+
+    def links() -> Iterator[tuple[str, object]]:
+        for entity_id, folded in _replay(db, "acu_link", bad_ops):
+            if folded.row is not None:
+                made.append(((str(folded.row[1]), entity_id), folded.row))
+            if folded.tombstone is not None:
+                yield entity_id, folded.tombstone
+
+    for entity_id, (want, have) in _outer_join((links(), _tombstones(db, "acu_link"))):
+        _report(problems, "tombstone", want, have, TOMBSTONE_COLUMNS, "acu_link", entity_id)
+    made.sort(key=lambda item: item[0])
+
+    _check_owner(db, "conversation", "message", bad_ops, (), problems)
+    _check_owner(db, "acu", "acu_link", bad_ops, made, problems)
+
+    known = ", ".join(f"'{entity_type}'" for entity_type in ENTITY_TABLES)
+    for row in conn.execute(
+        f"{select_sql('tombstone', TOMBSTONE_COLUMNS)} WHERE entity_type NOT IN ({known})"
+        " ORDER BY entity_type, entity_id"
+    ):
+        _report(problems, "tombstone", None, tuple(row), TOMBSTONE_COLUMNS, row[0], row[1])
+
+
+def _check_owner(
+    db: SqliteDatabase,
+    entity_type: str,
+    child_table: str,
+    bad_ops: set[str],
+    made: Iterable[tuple[_Key, Row]],
+    problems: list[VaultProblem],
 ) -> None:
-    """Replay the ops of one entity type and compare with its table and tombstones."""
+    """One ordered pass over the entities of `entity_type` and the rows they own.
+
+    `made` are child rows that ops of another type make (acu_link ops' links, by (source, id)):
+    they count where the entity's fold does not make a row of the same key.
+    """
     conn = connection(db)
     table, columns = ENTITY_TABLES[entity_type]
-    ops = conn.execute(
+    child_columns = MESSAGE_COLUMNS if child_table == "message" else LINK_COLUMNS
+    owner_column = "conversation_id" if child_table == "message" else "source"
+
+    def expected() -> Iterator[tuple[_Key, object]]:
+        for entity_id, folded in _replay(db, entity_type, bad_ops):
+            yield (entity_id, _OWN), folded
+            for child in folded.children:
+                yield (entity_id, str(child[0])), Folded(row=child)
+
+    rows = heapq.merge(
+        (
+            ((row[0], _OWN), tuple(row))
+            for row in conn.execute(f"{select_sql(table, columns)} ORDER BY id")
+        ),
+        (
+            ((row[1], row[0]), tuple(row))  # (its owner, its id)
+            for row in conn.execute(
+                f"{select_sql(child_table, child_columns)} ORDER BY {owner_column}, id"
+            )
+        ),
+        key=lambda item: item[0],
+    )
+    tombstones = (((entity_id, _OWN), row) for entity_id, row in _tombstones(db, entity_type))
+    made_rows = ((key, Folded(row=row)) for key, row in made)
+    for (owner, child), (folded, extra, row, tombstone) in _outer_join(
+        (expected(), made_rows, rows, tombstones)
+    ):
+        replay = folded if isinstance(folded, Folded) else extra
+        if not isinstance(replay, Folded):
+            replay = Folded()
+        if child == _OWN:
+            _report(problems, "row", replay.row, row, columns, entity_type, owner)
+            _report(
+                problems,
+                "tombstone",
+                replay.tombstone,
+                tombstone,
+                TOMBSTONE_COLUMNS,
+                entity_type,
+                owner,
+            )
+        else:
+            _report(problems, "row", replay.row, row, child_columns, child_table, child)
+
+
+def _replay(
+    db: SqliteDatabase, entity_type: str, bad_ops: set[str]
+) -> Iterator[tuple[str, Folded]]:
+    """Each entity of `entity_type` with ops (other than `bad_ops`), by id, as its ops fold."""
+    ops = connection(db).execute(
         f"SELECT entity_id, {FOLD_COLUMNS} FROM sync_operation WHERE entity_type = ?"
         " ORDER BY entity_id",
         (entity_type,),
     )
-    expected = (
-        (entity_id, fold_entity(entity_type, entity_id, folds))
-        for entity_id, group in itertools.groupby(ops, key=lambda row: row[0])
-        if (folds := [fold_op_from_row(row[1:]) for row in group if row[3] not in bad_ops])
+    for entity_id, group in itertools.groupby(ops, key=lambda row: row[0]):
+        # row[3] is the op id (FOLD_COLUMNS after entity_id).
+        folds = [fold_op_from_row(row[1:]) for row in group if row[3] not in bad_ops]
+        if folds:
+            yield entity_id, fold_entity(entity_type, entity_id, folds)
+
+
+def _tombstones(db: SqliteDatabase, entity_type: str) -> Iterator[tuple[str, object]]:
+    rows = connection(db).execute(
+        f"{select_sql('tombstone', TOMBSTONE_COLUMNS)} WHERE entity_type = ? ORDER BY entity_id",
+        (entity_type,),
     )
-    rows = (
-        (row[0], tuple(row)) for row in conn.execute(f"{select_sql(table, columns)} ORDER BY id")
-    )
-    tombstones = (
-        (row[1], tuple(row))
-        for row in conn.execute(
-            f"{select_sql('tombstone', TOMBSTONE_COLUMNS)} WHERE entity_type = ?"
-            " ORDER BY entity_id",
-            (entity_type,),
+    return ((row[1], tuple(row)) for row in rows)
+
+
+def _report(
+    problems: list[VaultProblem],
+    what: str,
+    want: object,
+    have: object,
+    names: Sequence[str],
+    entity_type: str,
+    entity_id: str,
+) -> None:
+    problem = _compare(what, want, have, names)
+    if problem is not None:
+        kind, detail = problem
+        problems.append(
+            VaultProblem(kind=kind, detail=detail, entity_type=entity_type, entity_id=entity_id)
         )
-    )
-    for entity_id, (folded, row, tombstone) in _outer_join((expected, rows, tombstones)):
-        replay = folded if isinstance(folded, Folded) else Folded()
-        for what, want, have, names in (
-            ("row", replay.row, row, columns),
-            ("tombstone", replay.tombstone, tombstone, TOMBSTONE_COLUMNS),
-        ):
-            problem = _compare(what, want, have, names)
-            if problem is not None:
-                kind, detail = problem
-                problems.append(
-                    VaultProblem(
-                        kind=kind, detail=detail, entity_type=entity_type, entity_id=entity_id
-                    )
-                )
 
 
 def _compare(what: str, want: object, have: object, names: Sequence[str]) -> tuple[str, str] | None:
@@ -261,8 +367,8 @@ def _compare(what: str, want: object, have: object, names: Sequence[str]) -> tup
 
 
 def _outer_join(
-    streams: Sequence[Iterator[tuple[str, object]]],
-) -> Iterator[tuple[str, list[object]]]:
+    streams: Sequence[Iterator[tuple[Any, object]]],
+) -> Iterator[tuple[Any, list[object]]]:
     """Join streams sorted by key (unique within each): each key with each stream's value."""
     tagged = [_tag(stream, index) for index, stream in enumerate(streams)]
     merged = heapq.merge(*tagged, key=lambda item: (item[0], item[1]))
@@ -273,6 +379,6 @@ def _outer_join(
         yield key, values
 
 
-def _tag(stream: Iterator[tuple[str, object]], index: int) -> Iterator[tuple[str, int, object]]:
+def _tag(stream: Iterator[tuple[Any, object]], index: int) -> Iterator[tuple[Any, int, object]]:
     for key, value in stream:
         yield key, index, value

@@ -67,18 +67,25 @@ def generate(conv: ImportedConversation) -> list[GeneratedAcu]:
 
 
 def check_links(acus: list[GeneratedAcu]) -> None:
-    """Every link names ACUs at or before the one carrying it; ids are unique."""
-    seen: set[str] = set()
+    """Every link is carried by its source, names ACUs of the list and is there once; each ACU's
+    links are sorted by relation then target, as its create payload lists them."""
+    ids = [acu.id for acu in acus]
+    assert len(set(ids)) == len(ids)
     link_ids: set[str] = set()
     for acu in acus:
-        assert acu.id not in seen
-        seen.add(acu.id)
         for link in acu.links:
-            assert link.source in seen and link.target in seen
+            assert link.source == acu.id
+            assert link.target in ids
             assert link.source != link.target
             assert link.id == link_id(link.source, link.target, link.relation)
             assert link.id not in link_ids
             link_ids.add(link.id)
+        keys = [(link.relation.value, link.target) for link in acu.links]
+        assert keys == sorted(keys)
+        payload = acu.create_payload(author_signature=bytes(64), author_signer="p")
+        assert payload["links"] == [
+            {"relation": relation, "target": target} for relation, target in keys
+        ]
 
 
 def test_a_question_and_its_answer_make_one_qa_acu() -> None:
@@ -110,9 +117,11 @@ def test_consecutive_exchanges_are_linked_by_next() -> None:
         )
     )  # fmt: skip
     assert [a.type for a in acus] == [AcuType.QA] * 3
-    assert acus[1].links[0].relation is LinkRelation.NEXT
-    assert (acus[1].links[0].source, acus[1].links[0].target) == (acus[0].id, acus[1].id)
-    assert (acus[2].links[0].source, acus[2].links[0].target) == (acus[1].id, acus[2].id)
+    # "source next target": each exchange carries the link to the one after it.
+    assert acus[0].links[0].relation is LinkRelation.NEXT
+    assert (acus[0].links[0].source, acus[0].links[0].target) == (acus[0].id, acus[1].id)
+    assert (acus[1].links[0].source, acus[1].links[0].target) == (acus[1].id, acus[2].id)
+    assert acus[2].links == ()
     check_links(acus)
 
 
@@ -226,12 +235,15 @@ def test_the_same_code_twice_is_one_acu_with_links_to_both_exchanges() -> None:
     )
     assert [a.type for a in acus] == [AcuType.QA, AcuType.CODE, AcuType.QA]
     code = acus[1]
-    relations = [(link.source, link.target, link.relation) for a in acus for link in a.links]
-    assert relations == [
-        (code.id, acus[0].id, LinkRelation.DERIVED_FROM),
-        (acus[0].id, acus[2].id, LinkRelation.NEXT),
-        (code.id, acus[2].id, LinkRelation.DERIVED_FROM),
+    assert [(link.target, link.relation) for link in acus[0].links] == [
+        (acus[2].id, LinkRelation.NEXT)
     ]
+    # The code ACU carries both its links, the later one included, in sorted order.
+    assert {(link.target, link.relation) for link in code.links} == {
+        (acus[0].id, LinkRelation.DERIVED_FROM),
+        (acus[2].id, LinkRelation.DERIVED_FROM),
+    }
+    assert acus[2].links == ()
     check_links(acus)
 
 
@@ -287,8 +299,14 @@ def test_create_payloads_are_canonical() -> None:
         "provider": "claude",
         "model": "claude-3-5-sonnet",
     }
+    assert payload["links"] == [{"relation": "derived_from", "target": acus[0].id}]
     canonical_encode(payload)
-    canonical_encode(acus[1].links[0].create_payload(created_by=AUTHOR))
+    assert acus[1].links[0].create_payload(created_by=AUTHOR) == {
+        "source": acus[1].id,
+        "target": acus[0].id,
+        "relation": "derived_from",
+        "created_by": AUTHOR,
+    }
 
 
 def test_a_fixture_export_gives_the_same_acus_every_time() -> None:

@@ -1,8 +1,11 @@
+from enum import IntEnum, StrEnum
+
+import cbor2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols.canonical import MAX_DEPTH, canonical_decode, canonical_encode
+from protocols.canonical import MAX_DEPTH, canonical_decode, canonical_encode, decode_stored
 from protocols.errors import LocalProtocolError, MalformedInput
 
 plain_values = st.recursive(
@@ -167,3 +170,50 @@ def test_any_bytes_decode_canonically_or_raise_malformed_input(data: bytes) -> N
 def test_encoding_something_other_than_a_plain_value_is_a_local_error(value: object) -> None:
     with pytest.raises(LocalProtocolError, match="cannot encode canonically"):
         canonical_encode(value)
+
+
+@given(plain_values)
+def test_the_encoding_is_cbor2s_canonical_mode_whatever_the_key_order(value: object) -> None:
+    # canonical_encode skips cbor2's key sorting for maps already in canonical order.
+    assert canonical_encode(value) == cbor2.dumps(value, canonical=True)
+    if isinstance(value, dict):
+        reversed_keys = dict(reversed(list(value.items())))
+        assert canonical_encode(reversed_keys) == cbor2.dumps(value, canonical=True)
+
+
+def test_maps_in_and_out_of_canonical_order_encode_alike() -> None:
+    class Level(IntEnum):
+        HIGH = 3
+
+    class Colour(StrEnum):
+        RED = "red"
+
+    ordered = {"b": 1, "aa": [{"x": Level.HIGH}, {"y": 2, "x": 1}], "é": Colour.RED}
+    shuffled = {"é": Colour.RED, "aa": [{"x": Level.HIGH}, {"x": 1, "y": 2}], "b": 1}
+    assert canonical_encode(ordered) == canonical_encode(shuffled)
+    assert canonical_encode(shuffled) == cbor2.dumps(shuffled, canonical=True)
+    assert canonical_decode(canonical_encode(shuffled)) == {
+        "b": 1,
+        "aa": [{"x": 3}, {"x": 1, "y": 2}],
+        "é": "red",
+    }
+
+
+def test_a_text_leaf_beyond_the_nesting_bound_is_refused() -> None:
+    with pytest.raises(MalformedInput, match="nested deeper"):
+        canonical_decode(bytes.fromhex("81" * (MAX_DEPTH + 1) + "6161"))
+    with pytest.raises(LocalProtocolError, match="nested deeper"):
+        value: object = "a"
+        for _ in range(MAX_DEPTH + 1):
+            value = {"k": value}
+        canonical_encode(value)
+
+
+@given(plain_values)
+def test_decode_stored_reads_what_canonical_encode_wrote(value: object) -> None:
+    assert decode_stored(canonical_encode(value)) == value
+
+
+def test_decode_stored_refuses_what_is_not_cbor() -> None:
+    with pytest.raises(MalformedInput):
+        decode_stored(b"\x18")

@@ -272,6 +272,8 @@ WRONG_WIRE_VALUES: list[tuple[str, object, str]] = [
     ("hlc", [NOW_MS, -3, DEVICE], "counter is -3"),
     ("hlc", {"wall_ms": NOW_MS}, "timestamp is a dict"),
     ("entity_type", "person", "entity_type is 'person'"),
+    # Messages travel inside their conversation's ops: no op is about a message alone.
+    ("entity_type", "message", "entity_type is 'message'"),
     ("entity_type", "", "entity_type is ''"),
     ("entity_type", ["acu"], "entity_type is a list"),
     ("entity_type", "ACU", "entity_type is 'ACU'"),
@@ -381,7 +383,7 @@ TAMPERED_VALUES: dict[str, object] = {
     "seq": 3,
     "prev": content_id("another op"),
     "hlc": Timestamp(wall_ms=NOW_MS, counter=4, node=DEVICE),
-    "entity_type": "message",
+    "entity_type": "acu",
     "entity_id": content_id("another entity"),
     "kind": OpKind.DELETE,
     "payload": {**PAYLOAD, "title": "Ordering in distributed systems!"},
@@ -582,6 +584,9 @@ def test_codec_round_trip(
     assert decoded == op
     assert decoded.to_wire() == wire
     assert decoded.id == op.id == content_id_of_bytes(wire)
+    # from_wire cuts the signed bytes out of the wire bytes: the same bytes as encoding them.
+    assert "_signed" in decoded.__dict__
+    assert decoded.signed_bytes() == op.signed_bytes() == canonical_encode(signed)
     verify_op(
         decoded,
         device_public_key=bytes(signing_key.verify_key),

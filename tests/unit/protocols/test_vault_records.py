@@ -158,9 +158,9 @@ def test_message_records_name_parents_main_branch_first() -> None:
     assert records[4].parent_id == records[3].id
     assert records[2].id == message_id(conv, 2, "user", "q2", T0 + 2)
     assert len({r.id for r in records}) == 5
-    payload = records[3].create_payload()
+    payload = records[3].to_wire()
     assert payload == {
-        "conversation_id": conv,
+        "id": records[3].id,
         "role": "user",
         "content": "q2 edited",
         "index": 2,
@@ -169,6 +169,22 @@ def test_message_records_name_parents_main_branch_first() -> None:
         "parent_id": records[1].id,
     }
     canonical_encode(payload)
+
+
+def test_message_records_list_a_repeated_message_once() -> None:
+    main = (message(0, "user", "q"), message(1, "assistant", "a"))
+    # A regeneration that produced the same answer at the same time: the same id.
+    alternates = (
+        message(1, "assistant", "a", key="1b", parent_key="0", branch=Branch.ALTERNATE),
+        message(2, "user", "more", key="2b", parent_key="1b", branch=Branch.ALTERNATE),
+    )
+    records = message_records(conversation(main, alternates), conversation_id="c")
+    assert [(r.index, r.branch) for r in records] == [
+        (0, Branch.MAIN),
+        (1, Branch.MAIN),
+        (2, Branch.ALTERNATE),
+    ]
+    assert records[2].parent_id == records[1].id
 
 
 def test_message_records_refuse_a_child_before_its_parent() -> None:
@@ -190,8 +206,10 @@ def test_imported_conversation_checks_its_branches() -> None:
         conversation((message(0, "user", "q"),), (message(1, "assistant", "a"),))
 
 
-def test_conversation_create_payload_is_canonical() -> None:
-    payload = conversation((message(0, "user", "q"),)).create_payload()
+def test_conversation_create_payload_carries_the_messages() -> None:
+    conv = conversation((message(0, "user", "q"),))
+    records = message_records(conv, conversation_id="c")
+    payload = conv.create_payload(records)
     assert payload == {
         "title": "A title",
         "provider": "chatgpt",
@@ -199,6 +217,7 @@ def test_conversation_create_payload_is_canonical() -> None:
         "created_at_ms": T0,
         "updated_at_ms": T0 + 100,
         "source_id": "conv-1",
+        "messages": [records[0].to_wire()],
     }
     canonical_encode(payload)
 

@@ -8,7 +8,14 @@ from pathlib import Path
 import peewee
 import pytest
 
-from store.database import BUSY_TIMEOUT_MS, open_database
+from store.database import (
+    BUSY_TIMEOUT_MS,
+    CACHE_SIZE_KIB,
+    JOURNAL_SIZE_LIMIT_BYTES,
+    PAGE_SIZE,
+    WAL_AUTOCHECKPOINT_PAGES,
+    open_database,
+)
 from store.errors import DatabaseCorrupt, DatabaseUnavailable, SchemaTooNew
 from store.migrations import APPLICATION_ID, SCHEMA_VERSION
 from store.models import MODELS
@@ -37,7 +44,17 @@ def files_in(directory: Path) -> dict[str, bytes]:
 def pragmas(db: peewee.SqliteDatabase) -> dict[str, object]:
     return {
         name: db.pragma(name)
-        for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+        for name in (
+            "journal_mode",
+            "foreign_keys",
+            "busy_timeout",
+            "synchronous",
+            "recursive_triggers",
+            "cache_size",
+            "wal_autocheckpoint",
+            "journal_size_limit",
+            "page_size",
+        )
     }
 
 
@@ -46,6 +63,11 @@ EXPECTED_PRAGMAS = {
     "foreign_keys": 1,
     "busy_timeout": BUSY_TIMEOUT_MS,
     "synchronous": SYNCHRONOUS_FULL,
+    "recursive_triggers": 1,
+    "cache_size": CACHE_SIZE_KIB,
+    "wal_autocheckpoint": WAL_AUTOCHECKPOINT_PAGES,
+    "journal_size_limit": JOURNAL_SIZE_LIMIT_BYTES,
+    "page_size": PAGE_SIZE,
 }
 
 

@@ -1,6 +1,6 @@
 """Applying remote ops: idempotence, parking out-of-order ops, every refusal changing nothing."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from protocols.errors import (
 )
 from protocols.hlc import Timestamp
 from protocols.oplog import OpKind, SyncOperation
-from protocols.vault_records import SharingLevel, conversation_id
+from protocols.vault_records import SharingLevel, conversation_id, link_id, message_id
 from store.identity import save_device
 from store.sql import execute_sql
 from store.vault import (
@@ -251,10 +251,13 @@ def test_an_op_from_the_future_is_refused(
     ("entity_type", "kind", "payload", "match"),
     [
         ("acu", OpKind.DELETE, {}, "never deleted"),
-        ("message", OpKind.UPDATE, {"content": "x"}, "create-only"),
         ("acu_link", OpKind.UPDATE, {}, "create-only"),
         ("conversation", OpKind.UPDATE, {"title": 5}, "expected str"),
-        ("conversation", OpKind.UPDATE, {"title": "t", "owner": "me"}, "unexpected"),
+        ("conversation", OpKind.UPDATE, {"title": "t", "owner": "me"}, "unexpected ['owner']"),
+        ("conversation", OpKind.UPDATE, {}, "expected one or both"),
+        ("conversation", OpKind.UPDATE, {"messages": []}, "at least one message"),
+        ("conversation", OpKind.UPDATE, {"messages": {}}, "expected a list"),
+        ("conversation", OpKind.UPDATE, {"messages": ["m"]}, "expected a map"),
         ("acu", OpKind.UPDATE, {"sharing_level": "EVERYONE"}, "sharing level"),
         ("conversation", OpKind.DELETE, {"why": "x"}, "unexpected"),
         (
@@ -267,8 +270,22 @@ def test_an_op_from_the_future_is_refused(
                 "created_at_ms": None,
                 "updated_at_ms": None,
                 "source_id": "another",
+                "messages": [],
             },
             "not the id of its content",
+        ),
+        (
+            "conversation",
+            OpKind.CREATE,
+            {
+                "title": "t",
+                "provider": "chatgpt",
+                "model": None,
+                "created_at_ms": None,
+                "updated_at_ms": None,
+                "source_id": "x",
+            },
+            "missing ['messages']",
         ),
     ],
 )
@@ -377,3 +394,223 @@ def test_an_edit_replicates(vaults: list[peewee.SqliteDatabase], owner: Owner) -
     edit_acu(source, owner.devices[0].signer, old, "new text", T0 + 1)
     receive(target, owner, list(reversed(stored_ops(source))))
     assert state_hash(target) == state_hash(source)
+
+
+def message_entry(
+    conversation: str, index: int, content: str, changes: dict[str, object] | None = None
+) -> dict[str, object]:
+    """A message entry of a conversation op, with `changes` made after its id was derived."""
+    entry: dict[str, object] = {
+        "id": message_id(conversation, index, "user", content, None),
+        "role": "user",
+        "content": content,
+        "index": index,
+        "created_at_ms": None,
+        "branch": "main",
+        "parent_id": None,
+    }
+    entry.update(changes or {})
+    return entry
+
+
+@pytest.mark.parametrize(
+    ("messages", "match"),
+    [
+        (
+            lambda key: [message_entry(key, 0, "hi", {"content": "forged"})],
+            "not the id of its content",
+        ),
+        (lambda key: [message_entry(key, 0, "hi"), message_entry(key, 0, "hi")], "listed twice"),
+        (lambda key: [message_entry(key, 0, "hi", {"index": -1})], "outside"),
+        (lambda key: [message_entry(key, 0, "hi", {"branch": "side"})], "branch"),
+        (lambda key: [message_entry(key, 0, "hi", {"parent_id": "p"})], "not a content id"),
+        (lambda key: [message_entry(key, 0, "hi", {"role": None})], "expected str"),
+        (lambda key: [{**message_entry(key, 0, "hi"), "extra": 1}], "unexpected ['extra']"),
+        (lambda key: [message_entry("bafyreiother", 0, "hi")], "not the id of its content"),
+    ],
+)
+@pytest.mark.parametrize("kind", [OpKind.CREATE, OpKind.UPDATE])
+def test_every_message_a_conversation_op_carries_is_checked(
+    vaults: list[peewee.SqliteDatabase],
+    owner: Owner,
+    messages: Callable[[str], list[dict[str, object]]],
+    match: str,
+    kind: OpKind,
+) -> None:
+    key = conversation_id(owner.did, "chatgpt", "x")
+    payload: dict[str, object] = {"messages": messages(key)}
+    if kind is OpKind.CREATE:
+        payload.update(
+            title="t", provider="chatgpt", model=None, created_at_ms=None, updated_at_ms=None
+        )
+        payload["source_id"] = "x"
+    op = sign_next(
+        owner, 0, None, entity_type="conversation", entity_id=key, kind=kind, payload=payload
+    )
+    error = refused_with(vaults[3], owner, [op], MalformedInput)
+    assert match in str(error)
+
+
+@pytest.mark.parametrize(
+    ("links", "match"),
+    [
+        (lambda source, a, b: [{"relation": "next", "target": source}], "link to itself"),
+        (lambda source, a, b: [{"relation": "follows", "target": a}], "LinkRelation"),
+        (lambda source, a, b: [{"relation": "next", "target": "x"}], "not a content id"),
+        (lambda source, a, b: [{"relation": "next"}], "missing ['target']"),
+        (
+            lambda source, a, b: [
+                {"relation": "next", "target": b},
+                {"relation": "next", "target": a},
+            ],
+            "sorted",
+        ),
+        (
+            lambda source, a, b: [
+                {"relation": "next", "target": a},
+                {"relation": "next", "target": a},
+            ],
+            "without repeats",
+        ),
+        (
+            lambda source, a, b: [
+                {"relation": "next", "target": a},
+                {"relation": "derived_from", "target": b},
+            ],
+            "sorted",
+        ),
+        (lambda source, a, b: {"relation": "next", "target": a}, "expected a list"),
+    ],
+)
+def test_every_link_an_acu_create_carries_is_checked(
+    vaults: list[peewee.SqliteDatabase],
+    owner: Owner,
+    links: Callable[[str, str, str], object],
+    match: str,
+) -> None:
+    import_conversation(vaults[0], owner.devices[0].signer, conversation(1), T0)
+    ops = stored_ops(vaults[0])
+    first_acu = next(i for i, op in enumerate(ops) if op.entity_type == "acu")
+    original = ops[first_acu]
+    a, b = sorted(op.entity_id for op in ops[first_acu + 1 : first_acu + 3])
+    forged = SyncOperation.sign(
+        signing_key=owner.devices[0].key,
+        author=original.author,
+        device=original.device,
+        seq=original.seq,
+        prev=original.prev,
+        hlc=original.hlc,
+        entity_type="acu",
+        entity_id=original.entity_id,
+        kind=OpKind.CREATE,
+        payload={**original.payload, "links": links(original.entity_id, a, b)},
+    )
+    error = refused_with(vaults[3], owner, [*ops[:first_acu], forged], MalformedInput)
+    assert match in str(error)
+
+
+def test_messages_are_the_union_of_the_conversation_ops(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    laptop, phone, _, target = vaults
+    key = conversation_id(owner.did, "chatgpt", "conversation-1")
+    # The laptop imports the first four messages, then the whole conversation (an update adds
+    # two); the phone imports the whole conversation at once. The same six messages everywhere.
+    import_conversation(laptop, owner.devices[0].signer, conversation(1, messages=4), T0)
+    import_conversation(laptop, owner.devices[0].signer, conversation(1, messages=6), T0 + 10)
+    import_conversation(phone, owner.devices[1].signer, conversation(1, messages=6), T0 + 5)
+    laptop_ops, phone_ops = stored_ops(laptop), stored_ops(phone)
+    update = next(op for op in laptop_ops if op.kind is OpKind.UPDATE)
+    report = receive(target, owner, [*laptop_ops, *phone_ops])
+    assert report.refused == ()
+    detail = get_conversation(target, key)
+    assert detail is not None and [m.index for m in detail.messages] == list(range(6))
+    # Each message row is the first op that carried it: the laptop's create for 0-3 (T0), the
+    # phone's create for 4-5 (T0 + 5, before the laptop's update at T0 + 10).
+    by_index = {m.index: m.create_op_id for m in detail.messages}
+    assert {by_index[i] for i in range(4)} == {laptop_ops[0].id}
+    assert {by_index[i] for i in (4, 5)} == {phone_ops[0].id}
+    assert update.id not in by_index.values()
+    receive(laptop, owner, phone_ops)
+    assert state_hash(laptop) == state_hash(target)
+    assert verify_vault(target, NOW) == [] and verify_vault(laptop, NOW) == []
+
+
+def test_a_conversation_update_before_its_create_waits_for_it(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    laptop, phone, _, target = vaults
+    key = conversation_id(owner.did, "chatgpt", "conversation-1")
+    import_conversation(laptop, owner.devices[0].signer, conversation(1, messages=2), T0)
+    receive(phone, owner, stored_ops(laptop))
+    import_conversation(phone, owner.devices[1].signer, conversation(1, messages=4), T0 + 1)
+    phone_ops = [op for op in stored_ops(phone) if op.device == owner.devices[1].peer_id]
+    assert phone_ops[0].kind is OpKind.UPDATE
+    receive(target, owner, phone_ops)
+    assert get_conversation(target, key) is None
+    assert count(target, "message") == 0  # its messages wait in the log
+    receive(target, owner, stored_ops(laptop))
+    detail = get_conversation(target, key)
+    assert detail is not None and [m.index for m in detail.messages] == [0, 1, 2, 3]
+    assert state_hash(target) == state_hash(phone)
+    assert verify_vault(target, NOW) == []
+
+
+def test_a_link_carried_by_an_acu_stays_whatever_acu_link_ops_say(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    """A link in an ACU's create op belongs to the ACU: an acu_link create of the same link does
+    not change its row, an acu_link delete leaves a tombstone but not the row, in any order."""
+    source = vaults[0]
+    import_conversation(source, owner.devices[0].signer, conversation(1), T0)
+    import_ops = stored_ops(source)
+    carrier = next(op for op in import_ops if op.entity_type == "acu" and op.payload["links"])
+    links = carrier.payload["links"]
+    assert isinstance(links, list)
+    carried = links[0]
+    link = link_id(carrier.entity_id, carried["target"], carried["relation"])
+    create = sign_next(
+        owner,
+        1,
+        None,
+        entity_type="acu_link",
+        entity_id=link,
+        kind=OpKind.CREATE,
+        payload={
+            "source": carrier.entity_id,
+            "target": carried["target"],
+            "relation": carried["relation"],
+            "created_by": owner.did,
+        },
+        hlc=Timestamp(wall_ms=T0 - 5000, counter=0, node=owner.devices[1].peer_id),
+    )
+    delete = sign_next(
+        owner,
+        1,
+        create,
+        entity_type="acu_link",
+        entity_id=link,
+        kind=OpKind.DELETE,
+        payload={},
+        hlc=Timestamp(wall_ms=T0 - 4000, counter=0, node=owner.devices[1].peer_id),
+    )
+    hashes = set()
+    for n, order in enumerate(
+        (
+            [*import_ops, create, delete],
+            [create, delete, *import_ops],
+            [create, *import_ops, delete],
+        )
+    ):
+        db = vaults[1 + n]
+        for op in order:
+            assert receive(db, owner, [op]).refused == ()
+        row = execute_sql(
+            db, f"SELECT created_by, create_op_id FROM acu_link WHERE id = '{link}'"
+        ).fetchone()
+        # The row is the ACU's, though the acu_link create is stamped earlier.
+        assert row == (owner.did, carrier.id)
+        assert count(db, "tombstone") == 1
+        assert verify_vault(db, NOW) == []
+        hashes.add(state_hash(db))
+    assert len(hashes) == 1

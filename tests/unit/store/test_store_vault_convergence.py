@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from test_store_vault_support import T0, Owner, conversation, count, stored_ops
 
-from protocols.oplog import SyncOperation
+from protocols.oplog import OpKind, SyncOperation
 from protocols.vault_records import SharingLevel
 from store.vault import (
     apply_ops,
@@ -26,8 +26,11 @@ from store.vault import (
 )
 
 OWNER = Owner(count=3)
-# Few conversations, so that devices import the same ones concurrently.
-POOL = [conversation(n, messages=4) for n in range(3)]
+# Few conversations, so that devices import the same ones concurrently; each in a short and a
+# continued version (the same conversation id), so that importing the longer one after the
+# shorter adds messages to a conversation that exists (an update op) and links from ACUs that
+# exist (acu_link ops).
+POOL = [conversation(n, messages=m) for n in range(2) for m in (2, 4, 6)]
 # Imports and syncs twice as often: most other actions need something imported or received.
 ACTIONS = ("import", "import", "title", "share", "delete", "edit", "sync", "sync")
 STEP_MS = 1000
@@ -53,7 +56,9 @@ def act(dbs: list[peewee.SqliteDatabase], device: int, action: str, choice: int,
         level = SharingLevel(min(SharingLevel.GLOBAL, acu.sharing_level + 1 + choice % 2))
         raise_sharing_level(db, signer, acu.id, level, now)
     elif action == "edit" and acus:
-        edit_acu(db, signer, acus[choice % len(acus)].id, f"edited {choice}", now)
+        acu = acus[choice % len(acus)]
+        if acu.content != f"edited {choice}":  # else nothing to edit (AcuUnchanged)
+            edit_acu(db, signer, acu.id, f"edited {choice}", now)
     elif action == "sync":
         source = (device + 1 + choice % 2) % len(dbs)
         report = apply_ops(db, stored_ops(dbs[source]), now, local_device=signer.device)
@@ -105,7 +110,14 @@ def test_any_delivery_order_converges(
 
         everything = {op.id: op for db in dbs for op in stored_ops(db)}
         event(f"devices with ops: {len({op.device for op in everything.values()})}")
-        for kind in sorted({f"{op.entity_type} {op.kind.value}" for op in everything.values()}):
+        for kind in sorted(
+            {
+                f"{op.entity_type} {op.kind.value} {sorted(op.payload)}"
+                for op in everything.values()
+                if op.kind is not OpKind.CREATE
+            }
+            | {f"{op.entity_type} create" for op in everything.values()}
+        ):
             event(kind)
         in_order = sorted(everything.values(), key=lambda op: (op.device, op.seq))
         deliver(receivers[0], in_order, [])

@@ -68,7 +68,9 @@ def first_acu(db: peewee.SqliteDatabase, acu_type: AcuType = AcuType.QA) -> str:
     return list_acus(db, acu_type=acu_type).items[-1].id
 
 
-def test_import_creates_rows_and_one_op_each(db: peewee.SqliteDatabase, device: Device) -> None:
+def test_import_writes_one_op_per_conversation_and_per_acu(
+    db: peewee.SqliteDatabase, device: Device
+) -> None:
     result = import_conversation(db, device.signer, conversation(1), T0)
     # 6 messages: 3 qa ACUs, 3 code ACUs; 2 `next` links, 3 `derived_from` links.
     assert result == ImportResult(
@@ -76,15 +78,24 @@ def test_import_creates_rows_and_one_op_each(db: peewee.SqliteDatabase, device: 
         messages_created=6,
         acus_created=6,
         links_created=5,
-        ops_written=1 + 6 + 6 + 5,
+        ops_written=1 + 6,
     )
     assert [count(db, t) for t in ("conversation", "message", "acu", "acu_link")] == [1, 6, 6, 5]
     ops = stored_ops(db)
-    assert [op.seq for op in ops] == list(range(1, 19))
+    assert [op.seq for op in ops] == list(range(1, 8))
     assert all(op.kind is OpKind.CREATE and op.device == device.peer_id for op in ops)
     assert all(later.prev == earlier.id for earlier, later in itertools.pairwise(ops))
+    # The conversation's op carries its messages; each ACU's op the links whose source it is.
+    assert [op.entity_type for op in ops] == ["conversation"] + ["acu"] * 6
+    messages = ops[0].payload["messages"]
+    assert isinstance(messages, list) and [m["index"] for m in messages] == list(range(6))
+    links = execute_sql(db, "SELECT source, create_op_id, created_by FROM acu_link").fetchall()
+    acu_ops = {op.entity_id: op.id for op in ops[1:]}
+    assert all(
+        acu_ops[source] == op_id and by == device.signer.author for source, op_id, by in links
+    )
     assert execute_sql(db, "SELECT last_seq, last_op_id FROM device_log").fetchall() == [
-        (18, ops[-1].id)
+        (7, ops[-1].id)
     ]
     assert (
         execute_sql(db, "SELECT last_packed FROM hlc_state").fetchone()[0] == ops[-1].hlc.packed()
@@ -108,10 +119,57 @@ def test_a_continued_conversation_imports_only_what_is_new(
     db: peewee.SqliteDatabase, device: Device
 ) -> None:
     import_conversation(db, device.signer, conversation(1, messages=4), T0)
+    ops_before = len(stored_ops(db))
     result = import_conversation(db, device.signer, conversation(1, messages=6), T0 + 5)
-    assert (result.conversations_created, result.messages_created, result.acus_created) == (0, 2, 2)
-    assert result.messages_skipped == 4
-    assert verify_vault(db, T0 + 5) == []
+    assert result == ImportResult(
+        conversations_skipped=1,
+        messages_created=2,
+        messages_skipped=4,
+        acus_created=2,
+        acus_skipped=4,
+        links_created=2,
+        links_skipped=3,
+        ops_written=4,
+    )
+    # One update carrying the two new messages, the two new ACUs, and the `next` link from the
+    # exchange that existed already (its create op cannot carry it): an acu_link op.
+    new_ops = stored_ops(db)[ops_before:]
+    assert [(op.entity_type, op.kind) for op in new_ops] == [
+        ("conversation", OpKind.UPDATE),
+        ("acu", OpKind.CREATE),
+        ("acu", OpKind.CREATE),
+        ("acu_link", OpKind.CREATE),
+    ]
+    messages = new_ops[0].payload["messages"]
+    assert isinstance(messages, list) and [m["index"] for m in messages] == [4, 5]
+    assert new_ops[3].payload["relation"] == LinkRelation.NEXT.value
+    assert [count(db, t) for t in ("message", "acu", "acu_link")] == [6, 6, 5]
+    assert import_conversation(db, device.signer, conversation(1, messages=6), T0 + 6) == (
+        ImportResult(conversations_skipped=1, messages_skipped=6, acus_skipped=6, links_skipped=5)
+    )
+    assert verify_vault(db, T0 + 6) == []
+
+
+def test_an_import_and_a_continued_import_give_the_same_rows(
+    tmp_path: Path, owner: Owner, device: Device
+) -> None:
+    at_once = owner.open_vault(tmp_path / "at-once.db")
+    in_two = owner.open_vault(tmp_path / "in-two.db")
+    try:
+        import_conversation(at_once, device.signer, conversation(1, messages=6), T0)
+        import_conversation(in_two, device.signer, conversation(1, messages=4), T0)
+        import_conversation(in_two, device.signer, conversation(1, messages=6), T0)
+        for table in ("message", "acu", "acu_link"):
+            columns = "id, conversation_id, position, role, content, branch, parent_id"
+            if table == "acu":
+                columns = "id, content, type, conversation_id, message_id, position"
+            elif table == "acu_link":
+                columns = "id, source, target, relation, created_by"
+            query = f"SELECT {columns} FROM {table} ORDER BY id"
+            assert execute_sql(at_once, query).fetchall() == execute_sql(in_two, query).fetchall()
+    finally:
+        at_once.close()
+        in_two.close()
 
 
 def test_a_batch_is_imported_whole_or_not_at_all(db: peewee.SqliteDatabase, device: Device) -> None:
@@ -230,7 +288,8 @@ def test_delete_conversation_leaves_tombstones_and_keeps_acus(
     key = conversation_id(owner.did, "chatgpt", "conversation-1")
     delete_conversation(db, device.signer, key, T0 + 1)
     assert get_conversation(db, key) is None
-    assert [count(db, t) for t in ("conversation", "message", "acu", "tombstone")] == [0, 0, 6, 7]
+    assert [count(db, t) for t in ("conversation", "message", "acu", "tombstone")] == [0, 0, 6, 1]
+    assert stored_ops(db)[-1].payload == {}  # one op deletes the conversation and its messages
     with pytest.raises(ConversationNotFound):
         delete_conversation(db, device.signer, key, T0 + 2)
     with pytest.raises(ConversationNotFound):

@@ -52,12 +52,20 @@ def test_an_op_is_never_deleted(db: peewee.SqliteDatabase) -> None:
     refused(db, "DELETE FROM sync_operation", "append-only: a stored op is never deleted")
 
 
-def test_an_op_is_never_replaced_with_recursive_triggers(db: peewee.SqliteDatabase) -> None:
-    # REPLACE deletes the old row; its DELETE trigger fires on such a connection only.
-    execute_sql(db, "PRAGMA recursive_triggers = ON")
+def test_connections_have_recursive_triggers_on(db: peewee.SqliteDatabase) -> None:
+    assert execute_sql(db, "PRAGMA recursive_triggers").fetchone()[0] == 1
+
+
+def test_an_op_is_never_replaced(db: peewee.SqliteDatabase) -> None:
+    # REPLACE deletes the old row, which fires the DELETE trigger (recursive_triggers is on).
     refused(
         db,
         "INSERT OR REPLACE INTO sync_operation SELECT * FROM sync_operation LIMIT 1",
+        "append-only: a stored op is never deleted",
+    )
+    refused(
+        db,
+        "REPLACE INTO sync_operation SELECT * FROM sync_operation LIMIT 1",
         "append-only: a stored op is never deleted",
     )
 
@@ -102,17 +110,19 @@ def test_acu_is_never_deleted(db: peewee.SqliteDatabase) -> None:
     refused(db, "DELETE FROM acu", "an ACU is never deleted")
 
 
-def test_acu_is_never_replaced_with_recursive_triggers(db: peewee.SqliteDatabase) -> None:
-    execute_sql(db, "PRAGMA recursive_triggers = ON")
+def test_acu_is_never_replaced(db: peewee.SqliteDatabase) -> None:
     refused(db, "INSERT OR REPLACE INTO acu SELECT * FROM acu LIMIT 1", "an ACU is never deleted")
+    refused(db, "REPLACE INTO acu SELECT * FROM acu LIMIT 1", "an ACU is never deleted")
 
 
 def test_a_replaced_op_or_acu_is_found_by_verify(db: peewee.SqliteDatabase) -> None:
-    op_id = execute_sql(db, "SELECT id FROM sync_operation WHERE seq = 2").fetchone()[0]
+    # Another program's connection, without recursive triggers, can REPLACE past the triggers.
+    execute_sql(db, "PRAGMA recursive_triggers = OFF")
+    op_id = execute_sql(db, "SELECT id FROM sync_operation WHERE seq = 1").fetchone()[0]
     execute_sql(
         db,
-        "INSERT OR REPLACE INTO sync_operation SELECT id, author, device, seq, prev, hlc_packed,"
-        f" hlc_node, entity_type, entity_id, kind, x'a0', signature, wire, 0"
+        "INSERT OR REPLACE INTO sync_operation SELECT id, device, seq, hlc_packed + 1,"
+        " entity_type, entity_id, kind, wire, 0"
         f" FROM sync_operation WHERE id = '{op_id}'",
     )
     acu_id = execute_sql(db, "SELECT id FROM acu LIMIT 1").fetchone()[0]

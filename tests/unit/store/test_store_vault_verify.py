@@ -89,12 +89,47 @@ def test_a_missing_op_breaks_the_chain(db: peewee.SqliteDatabase) -> None:
     assert ("row_unexpected", gone.entity_id) in {(p.kind, p.entity_id) for p in problems}
 
 
-def test_an_op_whose_columns_disagree_with_its_bytes_is_found(db: peewee.SqliteDatabase) -> None:
+@pytest.mark.parametrize(
+    ("assignment", "column"),
+    [
+        ("hlc_packed = hlc_packed + 1", "hlc"),
+        ("kind = 'update'", "kind"),
+        ("entity_type = 'acu_link'", "entity_type"),
+    ],
+)
+def test_an_op_whose_columns_disagree_with_its_bytes_is_found(
+    db: peewee.SqliteDatabase, assignment: str, column: str
+) -> None:
     op = stored_ops(db)[2]
-    without_triggers(db, f"UPDATE sync_operation SET payload = x'a0' WHERE id = '{op.id}'")
+    without_triggers(db, f"UPDATE sync_operation SET {assignment} WHERE id = '{op.id}'")
     problems = verify_vault(db, NOW)
     assert [(p.kind, p.op_id) for p in problems if p.op_id] == [("op_columns", op.id)]
-    assert "payload" in problems[0].detail
+    assert f"columns {column} disagree" in problems[0].detail
+
+
+def test_a_tampered_message_and_a_tampered_carried_link_are_found(
+    db: peewee.SqliteDatabase,
+) -> None:
+    message_id = execute_sql(db, "SELECT id FROM message LIMIT 1").fetchone()[0]
+    link_id = execute_sql(db, "SELECT id FROM acu_link LIMIT 1").fetchone()[0]
+    execute_sql(db, f"UPDATE message SET content = 'forged' WHERE id = '{message_id}'")
+    execute_sql(db, f"UPDATE acu_link SET relation = 'extends' WHERE id = '{link_id}'")
+    assert {(p.kind, p.entity_type, p.entity_id, p.detail) for p in verify_vault(db, NOW)} == {
+        ("row_differs", "message", message_id, "columns content differ from the log's replay"),
+        ("row_differs", "acu_link", link_id, "columns relation differ from the log's replay"),
+    }
+
+
+def test_a_tombstone_of_no_entity_type_is_found(db: peewee.SqliteDatabase) -> None:
+    execute_sql(
+        db,
+        "INSERT INTO tombstone (entity_type, entity_id, op_id, hlc_packed, hlc_node)"
+        " VALUES ('message', 'm', 'op', 1, 'node')",
+    )
+    problems = verify_vault(db, NOW)
+    assert [(p.kind, p.entity_type, p.entity_id) for p in problems] == [
+        ("tombstone_unexpected", "message", "m")
+    ]
 
 
 def test_a_forged_signature_is_found(db: peewee.SqliteDatabase) -> None:
@@ -102,8 +137,8 @@ def test_a_forged_signature_is_found(db: peewee.SqliteDatabase) -> None:
     forged = replace(op, signature=bytes(64))
     without_triggers(
         db,
-        f"UPDATE sync_operation SET id = '{forged.id}', signature = zeroblob(64),"
-        f" wire = x'{forged.to_wire().hex()}' WHERE id = '{op.id}'",
+        f"UPDATE sync_operation SET id = '{forged.id}', wire = x'{forged.to_wire().hex()}'"
+        f" WHERE id = '{op.id}'",
     )
     problems = verify_vault(db, NOW)
     assert ("bad_signature", forged.id) in {(p.kind, p.op_id) for p in problems}
