@@ -24,7 +24,10 @@ from node.identity import (
 )
 from node.runtime import AlreadyRunning, NotRunning, read_runtime_file, run_lock
 from store.database import open_database
+from store.sql import execute_sql
 from store.vault_log import LocalSigner
+
+DIRECT_CACHE_KIB = 256 * 1024
 
 
 class VaultClient(Protocol):
@@ -102,4 +105,7 @@ def open_vault_client(data_dir: Path) -> Iterator[VaultClient]:
         signer = load_local_identity(data_dir).signer()
         db = open_database(data_dir / DATABASE_FILE)
         stack.callback(db.close)
+        # This process is the only user of the database for one command: give its single
+        # connection a larger page cache (256 MiB, used only as a large import fills it).
+        execute_sql(db, f"PRAGMA cache_size = -{DIRECT_CACHE_KIB}")
         yield DirectClient(db, signer)
