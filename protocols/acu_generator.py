@@ -140,13 +140,10 @@ class GeneratedAcu:
     links: tuple[GeneratedLink, ...] = ()
 
     def create_payload(
-        self,
-        *,
-        author_signature: bytes,
-        author_signer: str,
-        sharing_level: SharingLevel = SharingLevel.SELF,
+        self, *, sharing_level: SharingLevel = SharingLevel.SELF
     ) -> dict[str, object]:
-        """The payload of the ACU's create op (vault_spec.md section 4)."""
+        """The payload of the ACU's create op (store/VAULT_DESIGN.md section 4). The ACU's
+        author signature is the create op's own signature, so it is not in the payload."""
         # Keys in canonical order, which makes encoding cheaper (protocols.canonical).
         return {
             "type": self.type.value,
@@ -156,10 +153,8 @@ class GeneratedAcu:
             "category": self.category,
             "language": self.language,
             "provenance": self.provenance.to_wire(),
-            "author_signer": author_signer,
             "sharing_level": sharing_level.to_wire(),
             "source_time_ms": self.source_time_ms,
-            "author_signature": author_signature,
         }
 
 

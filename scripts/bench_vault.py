@@ -7,9 +7,10 @@ Generates a ChatGPT-format `conversations.json` (by default 10,000 conversations
 200,000 messages, every answer with a code block, so about 200,000 ACUs), imports it with the
 real CLI (`vivim-node import`, straight to the data directory, as a user would with no node
 running) and prints messages/s, ACUs/s, ops/s and database bytes per op, next to this machine's
-Ed25519 signing rate measured in the same run (each ACU costs at least two signatures: its op's and
-its author signature). Then it times the first page of `acus list` (50 newest ACUs) in process,
-median of 20. Targets: >= 5,000 ACUs/s end to end; first page < 100 ms.
+Ed25519 signing rate measured in the same run (each ACU costs one signature, its create op's,
+which is also its author signature: store/VAULT_DESIGN.md section 4). Then it times the first
+page of `acus list` (50 newest ACUs) in process, median of 20. Targets: >= 5,000 ACUs/s end to
+end; first page < 100 ms.
 """
 
 from __future__ import annotations

@@ -123,8 +123,6 @@ def edit_acu(
                     "model": model,
                 },
                 "sharing_level": SharingLevel.SELF.to_wire(),
-                "author_signature": signer.sign_acu(new_id),
-                "author_signer": signer.device,
                 "links": [],
             }
             log.write("acu", new_id, OpKind.CREATE, payload)

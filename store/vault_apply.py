@@ -170,9 +170,9 @@ class _Applier:
                 now_ms=self._now_ms,
             )
         except SequenceGap:
-            check_payload(op, key)
+            check_payload(op)
             raise
-        check_payload(op, key)
+        check_payload(op)
         if head.hlc_packed is not None and op.hlc.packed() <= head.hlc_packed:
             raise ChainBreak(
                 f"op {op.device} #{op.seq} is stamped at or before the op before it: "

@@ -86,6 +86,7 @@ class FoldOp:
     author: str
     kind: str  # create | update | delete
     payload: Mapping[str, object]
+    signature: bytes  # by the key of hlc_node, the op's device
 
     @property
     def key(self) -> tuple[int, str, str]:
@@ -120,6 +121,7 @@ def fold_op_from_row(row: Sequence[object]) -> FoldOp:
         author=cast(str, decoded["author"]),
         kind=cast(str, kind),
         payload=cast(Mapping[str, object], decoded["payload"]),
+        signature=cast(bytes, decoded["signature"]),
     )
 
 
@@ -132,6 +134,7 @@ def fold_op(op: SyncOperation) -> FoldOp:
         author=op.author,
         kind=op.kind.value,
         payload=op.payload,
+        signature=op.signature,
     )
 
 
@@ -214,6 +217,8 @@ def message_row(conversation_id: str, message: Mapping[str, object], op: FoldOp)
 
 
 def acu_row(entity_id: str, create: FoldOp, *, sharing_level: int) -> Row:
+    """The row of ACU `entity_id` created by `create`, its first create op (by HLC), whose
+    signature and device are the ACU's author signature and signer."""
     payload = create.payload
     provenance = cast(Mapping[str, object], payload["provenance"])
     return (
@@ -230,8 +235,8 @@ def acu_row(entity_id: str, create: FoldOp, *, sharing_level: int) -> Row:
         provenance["provider"],
         provenance["model"],
         int(sharing_level),
-        payload["author_signature"],
-        payload["author_signer"],
+        create.signature,
+        create.hlc_node,
         create.hlc_packed,
         create.hlc_node,
         create.op_id,

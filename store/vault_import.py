@@ -183,9 +183,7 @@ def _import(
         if kinds is not None and kinds != {"update"}:
             later_links.extend(acu.links)
             continue
-        payload = acu.create_payload(
-            author_signature=signer.sign_acu(acu.id), author_signer=signer.device
-        )
+        payload = acu.create_payload()
         if kinds is None:
             create = fold_op(log.append("acu", acu.id, OpKind.CREATE, payload))
             rows["acu"].append(acu_row(acu.id, create, sharing_level=SharingLevel.SELF))

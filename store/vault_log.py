@@ -24,9 +24,9 @@ OP_INSERT = insert_sql("sync_operation", OP_COLUMNS)
 class LocalSigner:
     """Who writes on this device: the author's DID, this device's peer id and its key.
 
-    The device key signs the ops and the ACUs' author signatures (the device acts for the DID
-    through its certificate, vault_spec.md section 4). Raises `ValueError` if `signing_key` is
-    not the key of `device` or `author` is not a DID.
+    The device key signs the ops (the device acts for the DID through its certificate); an ACU's
+    author signature is its create op's signature (store/VAULT_DESIGN.md section 4).
+    Raises `ValueError` if `signing_key` is not the key of `device` or `author` is not a DID.
     """
 
     author: str
@@ -38,10 +38,6 @@ class LocalSigner:
         derived = peer_id_from_ed25519_public_key(bytes(self.signing_key.verify_key))
         if derived != self.device:
             raise ValueError(f"the signing key is the key of {derived}, not of {self.device}")
-
-    def sign_acu(self, acu_id: str) -> bytes:
-        """The author signature of an ACU: Ed25519 over its id's UTF-8 bytes."""
-        return self.signing_key.sign(acu_id.encode()).signature
 
 
 @dataclass(slots=True)

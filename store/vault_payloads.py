@@ -16,17 +16,15 @@ what lets any delivery order converge.
   create carries their links (`links`, sorted by relation then target, no repeats, none to the
   ACU itself). acu_link entities are create-only (and deletable).
 - A delete carries an empty payload.
-- An ACU's `author` is the op's author and its `author_signer` the op's device, whose key signed
-  the ACU id (vault_spec.md section 4), so the signature is checked with the key already at hand.
+- An ACU's `author` is the op's author. Its author signature is the signature of its create op
+  (which `verify_op` checks before this runs): that op's signed bytes hold everything the ACU id
+  is computed from, so the op is the ACU's proof of authorship (store/VAULT_DESIGN.md section 4).
 """
 
 from collections.abc import Mapping
 
-import nacl.exceptions
-import nacl.signing
-
 from protocols.cid import parse_content_id
-from protocols.errors import BadSignature, MalformedInput
+from protocols.errors import MalformedInput
 from protocols.oplog import OpKind, SyncOperation
 from protocols.vault_records import (
     AcuType,
@@ -42,7 +40,6 @@ from protocols.vault_records import (
 # SQLite INTEGER is signed 64-bit.
 MIN_INT = -(2**63)
 MAX_INT = 2**63 - 1
-SIGNATURE_LENGTH = 64
 
 CONVERSATION_FIELDS = frozenset(
     {"title", "provider", "model", "created_at_ms", "updated_at_ms", "source_id", "messages"}
@@ -62,8 +59,6 @@ ACU_FIELDS = frozenset(
         "source_time_ms",
         "provenance",
         "sharing_level",
-        "author_signature",
-        "author_signer",
         "links",
     }
 )
@@ -74,12 +69,8 @@ LINK_FIELDS = frozenset({"source", "target", "relation", "created_by"})
 _BRANCHES = frozenset(branch.value for branch in Branch)
 
 
-def check_payload(op: SyncOperation, device_public_key: bytes) -> None:
-    """Raise `MalformedInput` unless `op` is a change our vault API could have made.
-
-    `device_public_key` is the key of `op.device` (already checked against its signature), used
-    for an ACU's author signature, which raises `BadSignature`.
-    """
+def check_payload(op: SyncOperation) -> None:
+    """Raise `MalformedInput` unless `op` is a change our vault API could have made."""
     payload = op.payload
     kind = op.kind
     if kind is not OpKind.CREATE:
@@ -99,7 +90,7 @@ def check_payload(op: SyncOperation, device_public_key: bytes) -> None:
             if "messages" in payload and not _check_messages(op, payload):
                 raise MalformedInput("a conversation update carries at least one message")
         case "acu", OpKind.CREATE:
-            _check_acu(op, payload, device_public_key)
+            _check_acu(op, payload)
         case "acu", OpKind.UPDATE:
             _check_fields(payload, frozenset({"sharing_level"}), "ACU update")
             SharingLevel.from_wire(payload["sharing_level"])
@@ -156,7 +147,7 @@ def _check_messages(op: SyncOperation, payload: Mapping[str, object]) -> int:
     return len(messages)
 
 
-def _check_acu(op: SyncOperation, payload: Mapping[str, object], device_public_key: bytes) -> None:
+def _check_acu(op: SyncOperation, payload: Mapping[str, object]) -> None:
     _check_fields(payload, ACU_FIELDS, "ACU create")
     author = _text(payload, "author")
     if author != op.author:
@@ -176,17 +167,8 @@ def _check_acu(op: SyncOperation, payload: Mapping[str, object], device_public_k
     _text(provenance, "provider")
     _optional_text(provenance, "model")
     SharingLevel.from_wire(payload["sharing_level"])
-    if payload["author_signer"] != op.device:
-        raise MalformedInput("an ACU's author_signer must be the device that signs its create op")
-    signature = payload["author_signature"]
-    if not isinstance(signature, bytes) or len(signature) != SIGNATURE_LENGTH:
-        raise MalformedInput(f"author_signature must be {SIGNATURE_LENGTH} bytes")
     _check_id(op, acu_id(author, content, acu_type, source_time_ms))
     _check_carried_links(op, payload)
-    try:
-        nacl.signing.VerifyKey(device_public_key).verify(op.entity_id.encode(), signature)
-    except nacl.exceptions.BadSignatureError as err:
-        raise BadSignature(f"author signature of ACU {op.entity_id} does not verify") from err
 
 
 def _check_carried_links(op: SyncOperation, payload: Mapping[str, object]) -> None:

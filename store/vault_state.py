@@ -172,7 +172,7 @@ def _check_op(
             expected_prev=expected_prev,
             now_ms=now_ms,
         )
-        check_payload(op, key)
+        check_payload(op)
     except ProtocolError as err:
         return err.code, str(err)
     return None

@@ -82,7 +82,7 @@ def check_links(acus: list[GeneratedAcu]) -> None:
             link_ids.add(link.id)
         keys = [(link.relation.value, link.target) for link in acu.links]
         assert keys == sorted(keys)
-        payload = acu.create_payload(author_signature=bytes(64), author_signer="p")
+        payload = acu.create_payload()
         assert payload["links"] == [
             {"relation": relation, "target": target} for relation, target in keys
         ]
@@ -290,7 +290,7 @@ def test_message_ids_can_be_passed_in() -> None:
 
 def test_create_payloads_are_canonical() -> None:
     acus = generate(conversation(("user", "q"), ("assistant", "a\n```py\nx\n```")))
-    payload = acus[1].create_payload(author_signature=bytes(64), author_signer="12D3KooWx")
+    payload = acus[1].create_payload()
     assert payload["sharing_level"] == "SELF"
     assert payload["provenance"] == {
         "conversation_id": CONVERSATION,
@@ -350,7 +350,7 @@ def test_generation_never_crashes_and_is_stable(
     for acu in acus:
         assert acu.id == acu_id(AUTHOR, acu.content, acu.type, acu.source_time_ms)
         assert acu.content.strip()
-        canonical_encode(acu.create_payload(author_signature=bytes(64), author_signer="p"))
+        canonical_encode(acu.create_payload())
     # Only the main branch's content counts: the ids do not depend on anything else.
     renamed = ImportedConversation(**{**conv.__dict__, "title": "other", "source_id": "x"})
     assert [a.id for a in generate(renamed)] == [a.id for a in acus]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import peewee
 import pytest
+from nacl.signing import VerifyKey
 from test_store_vault_support import T0, Owner, conversation, count, snapshot, stored_ops
 
 from protocols.errors import (
@@ -18,7 +19,14 @@ from protocols.errors import (
 )
 from protocols.hlc import Timestamp
 from protocols.oplog import OpKind, SyncOperation
-from protocols.vault_records import SharingLevel, conversation_id, link_id, message_id
+from protocols.vault_records import (
+    AcuType,
+    SharingLevel,
+    acu_id,
+    conversation_id,
+    link_id,
+    message_id,
+)
 from store.identity import save_device
 from store.sql import execute_sql
 from store.vault import (
@@ -310,26 +318,72 @@ def test_ops_our_api_would_never_write_are_refused(
     assert match in str(error)
 
 
-def test_an_acu_with_a_forged_author_signature_is_refused(
+def test_an_acus_author_signature_is_its_create_op_which_proves_its_content(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    import_conversation(vaults[0], owner.devices[0].signer, conversation(1), T0)
+    receive(vaults[3], owner, stored_ops(vaults[0]))
+    acu = list_acus(vaults[3]).items[0]
+    create = next(op for op in stored_ops(vaults[3]) if op.id == acu.create_op_id)
+    assert acu.author_signature == create.signature
+    assert acu.author_signer == create.device == owner.devices[0].peer_id
+    # The signed bytes hold everything the ACU id is computed from: the op alone proves that
+    # the device (certified for the author's DID) wrote this content.
+    VerifyKey(owner.devices[0].key.verify_key.encode()).verify(
+        create.signed_bytes(), acu.author_signature
+    )
+    payload = create.payload
+    assert acu.id == acu_id(
+        str(payload["author"]),
+        str(payload["content"]),
+        AcuType(payload["type"]),
+        int(payload["source_time_ms"]),  # type: ignore[call-overload]
+    )
+
+
+def test_an_acu_create_carrying_a_signature_field_of_its_own_is_refused(
     vaults: list[peewee.SqliteDatabase], owner: Owner
 ) -> None:
     import_conversation(vaults[0], owner.devices[0].signer, conversation(1), T0)
     ops = stored_ops(vaults[0])
     first_acu = next(i for i, op in enumerate(ops) if op.entity_type == "acu")
     original = ops[first_acu]
-    forged = SyncOperation.sign(
+    extra = replace_signed(original, owner, {**original.payload, "author_signature": bytes(64)})
+    error = refused_with(vaults[3], owner, [*ops[:first_acu], extra], MalformedInput)
+    assert "author_signature" in str(error)
+
+
+def test_an_acu_create_with_a_forged_signature_is_refused(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    import_conversation(vaults[0], owner.devices[0].signer, conversation(1), T0)
+    ops = stored_ops(vaults[0])
+    first_acu = next(i for i, op in enumerate(ops) if op.entity_type == "acu")
+    # Signed by another device of the same owner, but claiming the first device.
+    forged = replace_signed(ops[first_acu], owner, ops[first_acu].payload, key_of=1)
+    refused_with(vaults[3], owner, [*ops[:first_acu], forged], BadSignature)
+
+
+def replace_signed(
+    original: SyncOperation, owner: Owner, payload: dict[str, object], key_of: int = 0
+) -> SyncOperation:
+    """`original` with `payload`, signed with the key of device `key_of` (it claims device 0)."""
+    op = SyncOperation.sign(
         signing_key=owner.devices[0].key,
         author=original.author,
         device=original.device,
         seq=original.seq,
         prev=original.prev,
         hlc=original.hlc,
-        entity_type="acu",
+        entity_type=original.entity_type,
         entity_id=original.entity_id,
-        kind=OpKind.CREATE,
-        payload={**original.payload, "author_signature": bytes(64)},
+        kind=original.kind,
+        payload=payload,
     )
-    refused_with(vaults[3], owner, [*ops[:first_acu], forged], BadSignature)
+    if key_of == 0:
+        return op
+    signature = owner.devices[key_of].key.sign(op.signed_bytes()).signature
+    return SyncOperation.from_wire(replace(op, signature=signature).to_wire())
 
 
 def test_an_update_that_arrives_before_its_create_takes_effect_with_it(
