@@ -31,6 +31,7 @@ from protocols.did import did_from_ed25519_public_key
 from protocols.identity_records import DeviceCertificate, EncryptionKeyBinding
 from protocols.peer_id import peer_id_from_ed25519_public_key
 from store.database import open_database
+from store.devices import Credentials, introduce
 from store.identity import (
     DeviceRow,
     IdentityRow,
@@ -163,6 +164,15 @@ def _create_identity(data_dir: Path, now_ms: int) -> PublicIdentity:
                     approved_by=did,
                     created_at_ms=now_ms,
                 ),
+            )
+            # The device's first op introduces it (its certificate), so that any replica can
+            # check its ops (store.trust_state).
+            signer = LocalIdentity(did=did, peer_id=peer_id, device_seed=device_seed).signer()
+            introduce(
+                db,
+                signer,
+                Credentials(certificate=certificate.to_wire(), chain=(), rotations=()),
+                now_ms,
             )
         finally:
             db.close()

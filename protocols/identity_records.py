@@ -32,14 +32,17 @@ from protocols.peer_id import ed25519_public_key_from_peer_id, peer_id_from_ed25
 __all__ = [
     "DEVICE_CERTIFICATE_TYPE",
     "ENCRYPTION_KEY_BINDING_TYPE",
+    "KEY_ROTATION_TYPE",
     "BadSignature",
     "DeviceCertificate",
     "EncryptionKeyBinding",
+    "IdentityKeyRotation",
     "MalformedInput",
 ]
 
 ENCRYPTION_KEY_BINDING_TYPE = "vivim.identity.encryption_key_binding.v1"
 DEVICE_CERTIFICATE_TYPE = "vivim.identity.device_certificate.v1"
+KEY_ROTATION_TYPE = "vivim.identity.key_rotation.v1"
 
 # Ed25519 and X25519 public keys are both 32 bytes; an Ed25519 signature is 64.
 KEY_LENGTH = 32
@@ -234,6 +237,88 @@ class DeviceCertificate:
             device_public_key=_take(fields, "device_public_key", bytes),
             approver=_take(fields, "approver", str),
             issued_at_ms=_take(fields, "issued_at_ms", int),
+            signature=_take(fields, "signature", bytes),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class IdentityKeyRotation:
+    """Replaces the identity's signing key: `new_public_key` becomes key `key_version` at
+    `rotated_at_ms`, and the key before it retires then.
+
+    Signed by the key it replaces (version `key_version - 1`; version 1 is the DID's inception
+    key), so the rotations of a DID form a chain from its inception key that anyone holding the
+    DID can check. The DID itself never changes.
+    """
+
+    did: str
+    new_public_key: bytes
+    key_version: int
+    rotated_at_ms: int
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_did("did", self.did)
+        _check_bytes("new_public_key", self.new_public_key, KEY_LENGTH)
+        _check_uint("key_version", self.key_version)
+        if self.key_version < 2:
+            raise MalformedInput("a rotation makes key version 2 or later (1 is the inception key)")
+        _check_uint("rotated_at_ms", self.rotated_at_ms)
+        _check_bytes("signature", self.signature, SIGNATURE_LENGTH)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        signing_key: nacl.signing.SigningKey,
+        did: str,
+        new_public_key: bytes,
+        key_version: int,
+        rotated_at_ms: int,
+    ) -> Self:
+        """A rotation signed by `signing_key`, the current identity key (the one retired)."""
+        unsigned = cls(
+            did=did,
+            new_public_key=new_public_key,
+            key_version=key_version,
+            rotated_at_ms=rotated_at_ms,
+            signature=bytes(SIGNATURE_LENGTH),
+        )
+        return replace(unsigned, signature=_sign(signing_key, unsigned.signed_bytes()))
+
+    def _unsigned_fields(self) -> dict[str, object]:
+        return {
+            "type": KEY_ROTATION_TYPE,
+            "did": self.did,
+            "new_public_key": self.new_public_key,
+            "key_version": self.key_version,
+            "rotated_at_ms": self.rotated_at_ms,
+        }
+
+    def signed_bytes(self) -> bytes:
+        """The bytes the signature is over."""
+        return canonical_encode(self._unsigned_fields())
+
+    def verify(self, previous_public_key: bytes) -> None:
+        """Raise `BadSignature` unless the key this rotation retires signed it."""
+        _verify(previous_public_key, self.signed_bytes(), self.signature)
+
+    def to_wire(self) -> bytes:
+        return canonical_encode({**self._unsigned_fields(), "signature": self.signature})
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> Self:
+        """Decode `to_wire` bytes; raises `MalformedInput`. Does not verify the signature."""
+        fields = _decode_fields(
+            data,
+            KEY_ROTATION_TYPE,
+            ("did", "new_public_key", "key_version", "rotated_at_ms", "signature"),
+        )
+        return cls(
+            did=_take(fields, "did", str),
+            new_public_key=_take(fields, "new_public_key", bytes),
+            key_version=_take(fields, "key_version", int),
+            rotated_at_ms=_take(fields, "rotated_at_ms", int),
             signature=_take(fields, "signature", bytes),
         )
 

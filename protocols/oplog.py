@@ -69,7 +69,7 @@ OP_TYPE = "vivim.op.v1"
 # Messages are not entities of their own: they travel inside their conversation's ops, and an
 # ACU's generated links inside its create op (store.vault_payloads), so an import costs one op per
 # conversation plus one per ACU.
-ENTITY_TYPES = frozenset({"conversation", "acu", "acu_link"})
+ENTITY_TYPES = frozenset({"conversation", "acu", "acu_link", "device", "identity"})
 
 # Ed25519 public keys are 32 bytes, signatures 64.
 KEY_LENGTH = 32

@@ -109,3 +109,11 @@ class InvalidCursor(StoreError):
     def __init__(self, cursor: str) -> None:
         super().__init__(f"invalid cursor {cursor!r:.80}: pass back a next_cursor of a listing")
         self.cursor = cursor
+
+
+# --- devices and identity keys --------------------------------------------------------------------
+
+
+class TrustRefused(StoreError):
+    """A device or identity change this device may not make (its message says why and what to
+    do instead). Nothing was written."""

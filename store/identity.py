@@ -23,7 +23,7 @@ def _check_key(name: str, key: bytes) -> None:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RetiredKey:
-    """An encryption public key the identity used before its current one."""
+    """An identity signing key the identity used before its current one (a key rotation)."""
 
     public_key: bytes
     key_version: int
@@ -62,9 +62,16 @@ class DeviceRow:
     approved_by: str
     created_at_ms: int
     revoked_at_ms: int | None = None
+    status: str = "trusted"  # protocols.trust.DeviceStatus
+    revoked_by: str | None = None
+    cut_seq: int | None = None  # while not trusted, its ops count up to this seq only
 
     def __post_init__(self) -> None:
         _check_key("public_key", self.public_key)
+
+    def accepts(self, seq: int) -> bool:
+        """Whether an op of this device at `seq` counts (protocols.trust, cuts)."""
+        return self.status == "trusted" or (self.cut_seq is not None and seq <= self.cut_seq)
 
 
 def save_identity(db: SqliteDatabase, identity: IdentityRow) -> None:
@@ -146,6 +153,9 @@ def save_device(db: SqliteDatabase, device: DeviceRow) -> None:
             approved_by=device.approved_by,
             created_at_ms=device.created_at_ms,
             revoked_at_ms=device.revoked_at_ms,
+            status=device.status,
+            revoked_by=device.revoked_by,
+            cut_seq=device.cut_seq,
         ).on_conflict(
             conflict_target=[Device.peer_id],
             update={
@@ -156,6 +166,9 @@ def save_device(db: SqliteDatabase, device: DeviceRow) -> None:
                 Device.approved_by: EXCLUDED.approved_by,
                 Device.created_at_ms: EXCLUDED.created_at_ms,
                 Device.revoked_at_ms: fn.COALESCE(Device.revoked_at_ms, EXCLUDED.revoked_at_ms),
+                Device.status: EXCLUDED.status,
+                Device.revoked_by: EXCLUDED.revoked_by,
+                Device.cut_seq: EXCLUDED.cut_seq,
             },
         ).execute(db)
 
@@ -173,6 +186,9 @@ def list_devices(db: SqliteDatabase) -> list[DeviceRow]:
             approved_by=row["approved_by"],
             created_at_ms=row["created_at_ms"],
             revoked_at_ms=row["revoked_at_ms"],
+            status=row["status"],
+            revoked_by=row["revoked_by"],
+            cut_seq=row["cut_seq"],
         )
         for row in query.execute(db)
     ]

@@ -297,7 +297,61 @@ def _v2_vault(db: SqliteDatabase) -> None:
         execute_sql(db, statement)
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (_v1_identity_devices_peers, _v2_vault)
+def _v3_trust(db: SqliteDatabase) -> None:
+    """Devices and identity keys as ops in the log (store/TRUST_DESIGN.md).
+
+    sync_operation takes two more entity types, `device` (certificates and revocations) and
+    `identity` (key rotations). SQLite cannot change a CHECK constraint in place, so the table is
+    rebuilt: created anew, filled, the old one dropped (dropping fires no DELETE trigger), and
+    its index and triggers made again. The device table, now a materialization of the trust
+    state the log gives (protocols.trust), gets its status, who revoked it, and its cut (the
+    last seq of its ops that counts once it is not trusted).
+    """
+    statements = (
+        """
+        CREATE TABLE sync_operation_v3 (
+            id TEXT PRIMARY KEY NOT NULL,
+            device TEXT NOT NULL,
+            seq INTEGER NOT NULL CHECK (seq >= 1),
+            hlc_packed INTEGER NOT NULL CHECK (hlc_packed >= 0),
+            entity_type TEXT NOT NULL CHECK (entity_type IN (
+                'conversation', 'acu', 'acu_link', 'device', 'identity'
+            )),
+            entity_id TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('create', 'update', 'delete')),
+            wire BLOB NOT NULL CHECK (typeof(wire) = 'blob'),
+            received_at_ms INTEGER NOT NULL,
+            UNIQUE (device, seq)
+        )
+        """,
+        "INSERT INTO sync_operation_v3 SELECT * FROM sync_operation ORDER BY rowid",
+        "DROP TABLE sync_operation",
+        "ALTER TABLE sync_operation_v3 RENAME TO sync_operation",
+        "CREATE INDEX sync_operation_entity ON sync_operation (entity_id, entity_type)",
+        """
+        CREATE TRIGGER sync_operation_no_update BEFORE UPDATE ON sync_operation
+        BEGIN
+            SELECT RAISE(ABORT, 'sync_operation is append-only: a stored op is never updated');
+        END
+        """,
+        """
+        CREATE TRIGGER sync_operation_no_delete BEFORE DELETE ON sync_operation
+        BEGIN
+            SELECT RAISE(ABORT, 'sync_operation is append-only: a stored op is never deleted');
+        END
+        """,
+        """
+        ALTER TABLE device ADD COLUMN status TEXT NOT NULL DEFAULT 'trusted'
+            CHECK (status IN ('trusted', 'revoked', 'untrusted'))
+        """,
+        "ALTER TABLE device ADD COLUMN revoked_by TEXT",
+        "ALTER TABLE device ADD COLUMN cut_seq INTEGER CHECK (cut_seq >= 0)",
+    )
+    for statement in statements:
+        execute_sql(db, statement)
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (_v1_identity_devices_peers, _v2_vault, _v3_trust)
 
 # The schema version this build writes and understands.
 SCHEMA_VERSION: Final = len(MIGRATIONS)

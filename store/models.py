@@ -50,6 +50,10 @@ class Device(_Model):
     approved_by = peewee.TextField()
     created_at_ms = peewee.IntegerField()
     revoked_at_ms = peewee.IntegerField(null=True)
+    # The trust state the log gives (store.trust_state): trusted | revoked | untrusted.
+    status = peewee.TextField(default="trusted")
+    revoked_by = peewee.TextField(null=True)
+    cut_seq = peewee.IntegerField(null=True)  # ops after this seq do not count (not trusted)
 
     class Meta:
         table_name = "device"

@@ -3,9 +3,11 @@
 For each op, in one transaction per call:
 
 1. An op whose id is stored (or parked) already is a duplicate: nothing happens.
-2. Its device must be a known device of its author (the `device` table, store.identity), and not
-   revoked at the op's stamp: an op stamped at or after the revocation is refused
-   (`UnknownDevice`).
+2. Its device must be a known device of its author (the `device` table, store.identity), and
+   trusted, or the op at or before the device's cut (`DeviceNotTrusted`: protocols.trust). A
+   device the vault does not know yet can introduce itself: its first op is a device create
+   carrying its own certificate and the chain above it (store.trust_state), accepted if that
+   chain makes it trusted. Applying a device or identity op recomputes the trust state.
 3. `protocols.oplog.verify_op` against the device's chain head: `BadSignature`, `ClockDrift`,
    `ChainBreak`, or `SequenceGap` when ops of the device are missing before it. Then the payload
    rules (store.vault_payloads) and the device's clock: its stamps only go up along its chain
@@ -23,15 +25,17 @@ rolls the whole call back: an op is never stored without its effect, nor the rev
 """
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from peewee import SqliteDatabase
 
 from protocols.errors import ChainBreak, ProtocolError, SequenceGap, UnknownDevice
-from protocols.oplog import SyncOperation, verify_op
+from protocols.oplog import OpKind, SyncOperation, verify_op
+from protocols.trust import DeviceNotTrusted
 from store.database import write_transaction
 from store.identity import DeviceRow, list_devices
+from store.trust_state import TRUST_ENTITY_TYPES, certificates_of, load_trust, rotations_of
 from store.vault_fold import refold
 from store.vault_log import (
     OP_INSERT,
@@ -79,7 +83,7 @@ def apply_ops(
     stamp, so that what this device writes next is stamped after everything it has seen.
     """
     with write_transaction(db):
-        applier = _Applier(connection(db), list_devices(db), now_ms, local_device)
+        applier = _Applier(connection(db), lambda: list_devices(db), now_ms, local_device)
         return applier.run(ops)
 
 
@@ -89,13 +93,14 @@ class _Applier:
     def __init__(
         self,
         conn: sqlite3.Connection,
-        devices: list[DeviceRow],
+        load_devices: Callable[[], list[DeviceRow]],
         now_ms: int,
         local_device: str,
     ) -> None:
         self._conn = conn
         self._now_ms = now_ms
-        self._devices = {device.peer_id: device for device in devices}
+        self._load_devices = load_devices
+        self._devices = {device.peer_id: device for device in load_devices()}
         self._clock = load_clock(conn, local_device)
         self._clock_before = self._clock.last
         self._heads: dict[str, ChainHead] = {}
@@ -181,14 +186,35 @@ class _Applier:
 
     def _device_key(self, op: SyncOperation) -> bytes:
         device = self._devices.get(op.device)
-        if device is None or device.did != op.author:
-            raise UnknownDevice(f"{op.device} is not a known device of {op.author}")
-        if device.revoked_at_ms is not None and op.hlc.wall_ms >= device.revoked_at_ms:
-            raise UnknownDevice(
-                f"device {op.device} was revoked at {device.revoked_at_ms} ms; this op is "
-                f"stamped {op.hlc.wall_ms} ms"
+        if device is not None and device.did == op.author:
+            if not device.accepts(op.seq):
+                raise DeviceNotTrusted(
+                    f"device {op.device} is {device.status} and its ops count up to seq "
+                    f"{device.cut_seq or 0}; this op is seq {op.seq}"
+                )
+            return device.public_key
+        if op.entity_type == "device" and op.kind is OpKind.CREATE and op.entity_id == op.device:
+            return self._introduced_key(op)
+        raise UnknownDevice(f"{op.device} is not a known device of {op.author}")
+
+    def _introduced_key(self, op: SyncOperation) -> bytes:
+        """The key of a device that introduces itself, if its certificate chain holds."""
+        try:
+            check_payload(op)
+            state = load_trust(
+                self._conn,
+                extra_certificates=certificates_of(op.payload),
+                extra_rotations=rotations_of(op.payload),
             )
-        return device.public_key
+        except LookupError as err:
+            raise UnknownDevice(f"{op.device}: {err}") from err
+        trust = state.devices.get(op.device)
+        if trust is None or state.did != op.author or not trust.status == "trusted":
+            raise UnknownDevice(
+                f"{op.device} introduces itself with a certificate that does not chain to the "
+                f"identity key of {op.author}"
+            )
+        return trust.public_key
 
     def _head(self, device: str) -> ChainHead:
         head = self._heads.get(device)
@@ -200,6 +226,8 @@ class _Applier:
         """Store a checked op, fold its entity, advance its chain head."""
         self._conn.execute(OP_INSERT, op_row(op, self._now_ms))
         refold(self._conn, op.entity_type, op.entity_id)
+        if op.entity_type in TRUST_ENTITY_TYPES:
+            self._devices = {device.peer_id: device for device in self._load_devices()}
         head = self._head(op.device)
         head.seq, head.op_id, head.hlc_packed = op.seq, op.id, op.hlc.packed()
         self._advanced.add(op.device)

@@ -45,6 +45,7 @@ from typing import Final, cast
 from protocols.canonical import decode_stored
 from protocols.oplog import SyncOperation
 from protocols.vault_records import SharingLevel, link_id
+from store.trust_state import TRUST_ENTITY_TYPES, refresh_trust
 from store.vault_sql import (
     ACU_COLUMNS,
     ENTITY_TABLES,
@@ -284,7 +285,15 @@ def load_entity_ops(conn: sqlite3.Connection, entity_type: str, entity_id: str) 
 
 
 def refold(conn: sqlite3.Connection, entity_type: str, entity_id: str) -> Folded:
-    """Fold one entity from its stored ops and write the result to its tables."""
+    """Fold one entity from its stored ops and write the result to its tables.
+
+    Devices and identity keys are not folded one by one: a certificate or a revocation can
+    change the trust of other devices (a cascade), so their ops recompute the whole trust state
+    (store.trust_state), which is small.
+    """
+    if entity_type in TRUST_ENTITY_TYPES:
+        refresh_trust(conn)
+        return NOTHING
     folded = fold_entity(entity_type, entity_id, load_entity_ops(conn, entity_type, entity_id))
     write_folded(conn, entity_type, entity_id, folded)
     return folded

@@ -36,6 +36,7 @@ from protocols.vault_records import (
     link_id,
     message_id,
 )
+from store.trust_payloads import check_trust_payload
 
 # SQLite INTEGER is signed 64-bit.
 MIN_INT = -(2**63)
@@ -71,6 +72,9 @@ _BRANCHES = frozenset(branch.value for branch in Branch)
 
 def check_payload(op: SyncOperation) -> None:
     """Raise `MalformedInput` unless `op` is a change our vault API could have made."""
+    if op.entity_type in ("device", "identity"):
+        check_trust_payload(op)
+        return
     payload = op.payload
     kind = op.kind
     if kind is not OpKind.CREATE:

@@ -19,6 +19,7 @@ from protocols.errors import (
 )
 from protocols.hlc import Timestamp
 from protocols.oplog import OpKind, SyncOperation
+from protocols.trust import DeviceNotTrusted
 from protocols.vault_records import (
     AcuType,
     SharingLevel,
@@ -196,16 +197,24 @@ def test_a_device_of_another_did_is_refused(
     refused_with(vaults[3], owner, [claimed], UnknownDevice)
 
 
-def test_ops_of_a_revoked_device_after_its_revocation_are_refused(
+def test_ops_of_a_revoked_device_after_its_cut_are_refused_whatever_their_stamps(
     vaults: list[peewee.SqliteDatabase], owner: Owner
 ) -> None:
     device = owner.devices[1]
     import_conversation(vaults[1], device.signer, conversation(1), T0)
     key = conversation_id(owner.did, "chatgpt", "conversation-1")
-    set_title(vaults[1], device.signer, key, "after revocation", T0 + 60_000)
+    # Stamped before the revocation: the cut, not the stamp, decides.
+    set_title(vaults[1], device.signer, key, "after revocation", T0 + 1)
     ops = stored_ops(vaults[1])
-    save_device(vaults[3], replace(device.row, revoked_at_ms=T0 + 30_000))
-    error = refused_with(vaults[3], owner, ops, UnknownDevice)
+    revoked = replace(
+        device.row,
+        status="revoked",
+        revoked_at_ms=T0 + 30_000,
+        revoked_by=owner.devices[0].peer_id,
+        cut_seq=len(ops) - 1,
+    )
+    save_device(vaults[3], revoked)
+    error = refused_with(vaults[3], owner, ops, DeviceNotTrusted)
     assert "revoked" in str(error)
     detail = get_conversation(vaults[3], key)
     assert detail is not None and detail.conversation.title == "Conversation 1"
