@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from node import cli_vault
+from node import cli_devices, cli_vault
 from node.errors import NodeError, find_exception
 from protocols.errors import ProtocolError
 from store.errors import StoreError
@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("peers", parents=[common, json_flag], help="list connected and known peers")
     cli_vault.add_commands(commands, [common, json_flag])
+    cli_devices.add_commands(commands, [common, json_flag])
     return parser
 
 
@@ -179,6 +180,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _peers(data_dir, args)
     if args.command in cli_vault.COMMANDS:
         return cli_vault.run(args, data_dir)
+    if args.command in cli_devices.COMMANDS:
+        return cli_devices.run(args, data_dir)
     raise AssertionError(args.command)
 
 

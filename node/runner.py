@@ -120,7 +120,7 @@ async def _start_api(nursery: trio.Nursery, state: NodeState, config: Config, to
         ApiBackend(status=state.status, peers=state.peers, metrics=state.metrics.render),
         token,
         config.data_dir / TOKEN_FILE,
-        build_vault_routes(state.db, state.identity.signer()),
+        build_vault_routes(state.db, state.identity.signer(), config.data_dir),
     )
     try:
         binds = await nursery.start(serve_api, app, config.api_port)

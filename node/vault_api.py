@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -19,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from node import vault_ops
+from node import device_ops, vault_ops
 from node.database import Database
 from node.errors import NodeError
 from protocols.errors import ProtocolError
@@ -46,10 +47,14 @@ class VaultRoute:
     timeout_s: float = 30.0
     signer: bool = False  # gets the device's LocalSigner
     now: bool = False  # gets now_ms
+    data_dir: bool = False  # gets the data directory (key files)
+    module: str = "vault"  # "vault": node/vault_ops.py; "device": node/device_ops.py
 
     @property
     def function(self) -> Callable[..., Any]:
-        fn: Callable[..., Any] = getattr(vault_ops, self.op)
+        fn: Callable[..., Any] = getattr(
+            device_ops if self.module == "device" else vault_ops, self.op
+        )
         return fn
 
     def path_params(self) -> list[str]:
@@ -93,6 +98,42 @@ ROUTES: tuple[VaultRoute, ...] = (
     ),
     VaultRoute(op="verify", method="GET", path="/v1/verify", now=True, timeout_s=3600.0),
     VaultRoute(op="state_hash", method="GET", path="/v1/state-hash"),
+    VaultRoute(op="list_devices", method="GET", path="/v1/devices", signer=True, module="device"),
+    VaultRoute(
+        op="plan_revocation",
+        method="GET",
+        path="/v1/devices/{peer_id}/revocation",
+        signer=True,
+        module="device",
+    ),
+    VaultRoute(
+        op="revoke_device",
+        method="POST",
+        path="/v1/devices/{peer_id}/revoke",
+        writes=True,
+        signer=True,
+        now=True,
+        module="device",
+    ),
+    VaultRoute(
+        op="approve_device",
+        method="POST",
+        path="/v1/devices/{peer_id}/approve",
+        writes=True,
+        signer=True,
+        now=True,
+        module="device",
+    ),
+    VaultRoute(
+        op="rotate_identity",
+        method="POST",
+        path="/v1/identity/rotate",
+        writes=True,
+        signer=True,
+        now=True,
+        data_dir=True,
+        module="device",
+    ),
 )
 ROUTES_BY_OP = {route.op: route for route in ROUTES}
 QUERY_DEFAULTS: Mapping[str, Any] = {"limit": vault_ops.DEFAULT_PAGE}
@@ -155,16 +196,16 @@ async def _body_params(route: VaultRoute, request: Request) -> dict[str, Any]:
     return params
 
 
-def build_vault_routes(database: Database, signer: LocalSigner) -> list[Route]:
+def build_vault_routes(database: Database, signer: LocalSigner, data_dir: Path) -> list[Route]:
     """Starlette routes for the table (the caller puts the token check around them)."""
     return [
-        Route(route.path, _endpoint(route, database, signer), methods=[route.method])
+        Route(route.path, _endpoint(route, database, signer, data_dir), methods=[route.method])
         for route in ROUTES
     ]
 
 
 def _endpoint(
-    route: VaultRoute, database: Database, signer: LocalSigner
+    route: VaultRoute, database: Database, signer: LocalSigner, data_dir: Path
 ) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
@@ -177,6 +218,8 @@ def _endpoint(
             params["signer"] = signer
         if route.now:
             params["now_ms"] = now_ms()
+        if route.data_dir:
+            params["data_dir"] = data_dir
         run = database.write if route.writes else database.read
         started = time.monotonic()
         try:

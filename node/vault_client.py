@@ -41,9 +41,10 @@ class DirectClient:
 
     mode = "direct"
 
-    def __init__(self, db: Any, signer: LocalSigner) -> None:
+    def __init__(self, db: Any, signer: LocalSigner, data_dir: Path) -> None:
         self._db = db
         self._signer = signer
+        self._data_dir = data_dir
 
     def call(self, op: str, **params: Any) -> Any:
         route = vault_api.ROUTES_BY_OP[op]
@@ -51,6 +52,8 @@ class DirectClient:
             params["signer"] = self._signer
         if route.now:
             params["now_ms"] = int(time.time() * 1000)
+        if route.data_dir:
+            params["data_dir"] = self._data_dir
         return route.function(self._db, **params)
 
 
@@ -108,4 +111,4 @@ def open_vault_client(data_dir: Path) -> Iterator[VaultClient]:
         # This process is the only user of the database for one command: give its single
         # connection a larger page cache (256 MiB, used only as a large import fills it).
         execute_sql(db, f"PRAGMA cache_size = -{DIRECT_CACHE_KIB}")
-        yield DirectClient(db, signer)
+        yield DirectClient(db, signer, data_dir)

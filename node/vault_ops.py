@@ -17,6 +17,7 @@ from typing import Any
 
 from peewee import SqliteDatabase
 
+from node.device_ops import NoIdentityKey
 from node.errors import NodeError
 from protocols.errors import ProtocolError
 from protocols.hlc import Timestamp
@@ -30,6 +31,7 @@ from store.errors import (
     InvalidCursor,
     SharingLevelLowered,
     StoreError,
+    TrustRefused,
 )
 from store.vault_log import LocalSigner
 
@@ -190,6 +192,10 @@ def error_status(error: BaseException) -> tuple[int, str] | None:
         return 404, "not_found"
     if isinstance(error, AcuUnchanged | SharingLevelLowered):
         return 409, "conflict"
+    if isinstance(error, TrustRefused):
+        return 409, "trust_refused"
+    if isinstance(error, NoIdentityKey):
+        return 409, "no_identity_key"
     if isinstance(error, InvalidCursor | InvalidRequest):
         return 400, "bad_request"
     if isinstance(error, ProtocolError):
