@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="succeed quietly when the data directory already holds an identity",
     )
+    init.add_argument(
+        "--join",
+        metavar="CODE",
+        help="join an existing identity instead: CODE is from `vivim-node device pair` on one "
+        "of its devices (whose node must be running and reachable from here)",
+    )
 
     commands.add_parser(
         "id",
@@ -193,7 +199,12 @@ def _init(data_dir: Path, args: argparse.Namespace) -> int:
     from node.identity import IdentityExists, init_data_dir
 
     try:
-        created = init_data_dir(data_dir, now_ms=int(time.time() * 1000))
+        if args.join:
+            from node.join import join
+
+            created = join(data_dir, args.join)
+        else:
+            created = init_data_dir(data_dir, now_ms=int(time.time() * 1000))
     except IdentityExists:
         if not args.if_missing:
             raise
@@ -201,7 +212,7 @@ def _init(data_dir: Path, args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"did": created.did, "peer_id": created.peer_id, "data_dir": str(data_dir)})
     else:
-        print(f"created identity {created.did}")
+        print(f"{'joined' if args.join else 'created'} identity {created.did}")
         print(f"this device:     {created.peer_id}")
         print(f"data directory:  {data_dir}")
         print("next: vivim-node run")

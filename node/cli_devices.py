@@ -17,9 +17,9 @@ from typing import Any
 from node.errors import NodeError
 
 COMMANDS = ("device", "identity")
-# A pairing code lives at most this long (the bound): long enough to walk to the other
-# device and type a command, short enough that a code seen over a shoulder soon stops working.
-MAX_CODE_TTL_S = 600
+# A pairing code lives at most 10 minutes: long enough to walk to the other device and type a
+# command, short enough that a code seen over a shoulder soon stops working.
+MAX_CODE_TTL_S = 600  # node.pairing.MAX_CODE_TTL_S, which the node enforces
 
 
 class NotConfirmed(NodeError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import nacl.utils
 from node.config import CONFIG_FILE, render_default_config_file
 from node.errors import NodeError
 from node.keys import (
+    KeyFile,
     KeyFileError,
     device_key_file,
     encryption_key_file,
@@ -33,11 +35,9 @@ from protocols.peer_id import peer_id_from_ed25519_public_key
 from store.database import open_database
 from store.devices import Credentials, introduce
 from store.identity import (
-    DeviceRow,
     IdentityRow,
     list_devices,
     load_identity,
-    save_device,
     save_identity,
 )
 from store.vault_log import LocalSigner
@@ -134,46 +134,93 @@ def _create_identity(data_dir: Path, now_ms: int) -> PublicIdentity:
         issued_at_ms=now_ms,
     )
 
+    _install(
+        data_dir,
+        keys={
+            identity_key_file: bytes(identity_key),
+            encryption_key_file: bytes(encryption_key),
+            device_key_file: device_seed,
+        },
+        identity=IdentityRow(
+            did=did,
+            signing_public_key=identity_public,
+            encryption_public_key=bytes(encryption_key.public_key),
+            encryption_key_binding=binding.to_wire(),
+            created_at_ms=now_ms,
+        ),
+        credentials=Credentials(certificate=certificate.to_wire(), chain=(), rotations=()),
+        device_seed=device_seed,
+        now_ms=now_ms,
+    )
+    return PublicIdentity(did=did, peer_id=peer_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class JoinedIdentity:
+    """What a device that joined by pairing keeps (node/join.py checked all of it)."""
+
+    identity: IdentityRow
+    credentials: Credentials
+    encryption_key: bytes
+    device_seed: bytes
+
+
+def join_data_dir(data_dir: Path, joined: JoinedIdentity, *, now_ms: int) -> PublicIdentity:
+    """Create the data directory of a device that joined an identity: its device key, the
+    identity's encryption key, no identity key (that stays on the first device)."""
+    _refuse_existing(data_dir)
+    try:
+        data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+        data_dir.chmod(DATA_DIR_MODE)
+        with run_lock(data_dir, holder="vivim-node init --join"):
+            _refuse_existing(data_dir)
+            _install(
+                data_dir,
+                keys={
+                    encryption_key_file: joined.encryption_key,
+                    device_key_file: joined.device_seed,
+                },
+                identity=joined.identity,
+                credentials=joined.credentials,
+                device_seed=joined.device_seed,
+                now_ms=now_ms,
+            )
+    except OSError as err:
+        raise NodeError(
+            f"cannot create an identity in {data_dir}: {err.strerror or err}. "
+            "Pick a directory you can write with --data-dir or VIVIM_HOME"
+        ) from err
+    key = nacl.signing.SigningKey(joined.device_seed)
+    return PublicIdentity(
+        did=joined.identity.did, peer_id=peer_id_from_ed25519_public_key(bytes(key.verify_key))
+    )
+
+
+def _install(
+    data_dir: Path,
+    *,
+    keys: dict[Callable[[Path], KeyFile], bytes],
+    identity: IdentityRow,
+    credentials: Credentials,
+    device_seed: bytes,
+    now_ms: int,
+) -> None:
+    """Write keys, token, config and database in a staging directory, then move them in place
+    (module docstring). The database gets the identity and this device's first op, which
+    introduces it with its certificate (store.trust_state), so any replica can check its ops."""
     staging = Path(tempfile.mkdtemp(prefix=".init-", dir=data_dir))
     try:
-        identity_key_file(staging).write_new(bytes(identity_key))
-        encryption_key_file(staging).write_new(bytes(encryption_key))
-        device_key_file(staging).write_new(device_seed)
+        for key_file, secret in keys.items():
+            key_file(staging).write_new(secret)
         create_token_file(staging / TOKEN_FILE)
         (staging / CONFIG_FILE).write_text(render_default_config_file())
         db = open_database(staging / DATABASE_FILE)
         try:
-            save_identity(
-                db,
-                IdentityRow(
-                    did=did,
-                    signing_public_key=identity_public,
-                    encryption_public_key=bytes(encryption_key.public_key),
-                    encryption_key_binding=binding.to_wire(),
-                    created_at_ms=now_ms,
-                ),
-            )
-            save_device(
-                db,
-                DeviceRow(
-                    peer_id=peer_id,
-                    did=did,
-                    public_key=device_public,
-                    certificate=certificate.to_wire(),
-                    trust_chain=(did,),
-                    approved_by=did,
-                    created_at_ms=now_ms,
-                ),
-            )
-            # The device's first op introduces it (its certificate), so that any replica can
-            # check its ops (store.trust_state).
-            signer = LocalIdentity(did=did, peer_id=peer_id, device_seed=device_seed).signer()
-            introduce(
-                db,
-                signer,
-                Credentials(certificate=certificate.to_wire(), chain=(), rotations=()),
-                now_ms,
-            )
+            save_identity(db, identity)
+            seed_key = nacl.signing.SigningKey(device_seed)
+            peer_id = peer_id_from_ed25519_public_key(bytes(seed_key.verify_key))
+            signer = LocalIdentity(did=identity.did, peer_id=peer_id, device_seed=device_seed)
+            introduce(db, signer.signer(), credentials, now_ms)
         finally:
             db.close()
         # A config.toml the person wrote before `init` is kept; so is an API token.
@@ -183,7 +230,6 @@ def _create_identity(data_dir: Path, now_ms: int) -> PublicIdentity:
         os.replace(staging / KEYS_DIR, data_dir / KEYS_DIR)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return PublicIdentity(did=did, peer_id=peer_id)
 
 
 def load_local_identity(data_dir: Path) -> LocalIdentity:

@@ -14,6 +14,7 @@ from typing import TextIO
 
 import structlog
 import trio
+from libp2p.custom_types import TProtocol
 from multiaddr import Multiaddr
 
 from node.api import ApiBackend, build_app, serve_api
@@ -23,6 +24,8 @@ from node.database import Database
 from node.errors import NodeError, find_exception
 from node.host import build_host, check_listening
 from node.identity import LocalIdentity, load_local_identity
+from node.keys import encryption_key_file
+from node.pairing import pairing_route, serve_pairing
 from node.runtime import (
     TOKEN_FILE,
     EarlySignals,
@@ -33,6 +36,7 @@ from node.runtime import (
 )
 from node.state import NodeState
 from node.vault_api import build_vault_routes
+from protocols.pairing import PROTOCOL_ID as PAIRING_PROTOCOL_ID
 
 log = structlog.get_logger()
 
@@ -88,6 +92,16 @@ async def _serve(
             )
     host = build_host(identity.device_seed)
     state = NodeState(identity, host, db)
+    host.set_stream_handler(
+        TProtocol(PAIRING_PROTOCOL_ID),
+        partial(
+            serve_pairing,
+            codes=state.pairing_codes,
+            database=db,
+            signer=identity.signer(),
+            encryption_key=encryption_key_file(config.data_dir).read(),
+        ),
+    )
     async with host.run([Multiaddr(a) for a in config.listen]):
         try:
             check_listening(host, config.listen)
@@ -120,7 +134,12 @@ async def _start_api(nursery: trio.Nursery, state: NodeState, config: Config, to
         ApiBackend(status=state.status, peers=state.peers, metrics=state.metrics.render),
         token,
         config.data_dir / TOKEN_FILE,
-        build_vault_routes(state.db, state.identity.signer(), config.data_dir),
+        [
+            *build_vault_routes(state.db, state.identity.signer(), config.data_dir),
+            pairing_route(
+                state.pairing_codes, state.identity.did, state.identity.peer_id, state.addrs
+            ),
+        ],
     )
     try:
         binds = await nursery.start(serve_api, app, config.api_port)

@@ -14,6 +14,7 @@ from node.connections import ConnectionWatcher
 from node.database import Database
 from node.identity import LocalIdentity
 from node.metrics import NodeMetrics
+from node.pairing import PairingCodes
 from store import peers as peer_store
 
 
@@ -25,6 +26,7 @@ class NodeState:
         self.host = host
         self.db = db
         self.started = time.monotonic()
+        self.pairing_codes = PairingCodes()
         # Unbounded: one entry per connect/disconnect/identify, consumed as fast as SQLite writes.
         self._seen_send, self._seen_receive = trio.open_memory_channel[tuple[str, list[str], int]](
             math.inf

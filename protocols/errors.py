@@ -112,3 +112,69 @@ class SequenceGap(RemoteProtocolError):
 
     def __str__(self) -> str:
         return f"sequence gap: expected seq {self.expected}, got {self.got}"
+
+
+# --- streams: length-prefixed frames and the turn-taking of a session -----------------------------
+
+
+class FrameTooLarge(MalformedInput):
+    """A frame's length prefix says more than the stream allows; refused before its body is kept.
+
+    Raised as soon as the prefix (even a partly received one) passes the limit, so a peer cannot
+    make us hold a body we would refuse anyway.
+    """
+
+    code = "frame_too_large"
+
+
+class TruncatedFrame(MalformedInput):
+    """The stream ended in the middle of a frame (its length prefix or its body)."""
+
+    code = "truncated"
+
+
+class UnexpectedMessage(RemoteProtocolError):
+    """The peer sent a message the protocol does not allow now: out of turn, or after the end."""
+
+    code = "unexpected_message"
+
+
+class ClosedEarly(RemoteProtocolError):
+    """The peer closed the stream before the protocol reached an end."""
+
+    code = "closed_early"
+
+
+# --- pairing a new device to an identity ---------------------------------------------------------
+
+
+class InvalidPairingCode(MalformedInput):
+    """Text is not a usable pairing code; the message tells the person what to do about it.
+
+    A pairing code is typed or pasted by a person, so unlike the other errors here its message is
+    written for them ("copy it again", "ask for a new code"), not for a developer.
+    """
+
+    code = "pairing_code_invalid"
+
+
+class PairingApproverNotProven(RemoteProtocolError):
+    """The approver's MAC is wrong: whoever answered at that address does not know the code.
+
+    Raised on the joining device, before it has proven anything or revealed any key; nothing is
+    sent to a peer that fails this check except, at most, a refusal.
+    """
+
+    code = "pairing_approver_not_proven"
+
+
+class PairingProofWrong(RemoteProtocolError):
+    """The joining device's MAC is wrong: it does not know the pairing code's secret."""
+
+    code = "pairing_proof_wrong"
+
+
+class PairingWelcomeMismatch(RemoteProtocolError):
+    """The approver welcomed the joining device into an identity other than the code's DID."""
+
+    code = "pairing_welcome_mismatch"
