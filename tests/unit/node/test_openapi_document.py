@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from node.api import OPENAPI_PATH, ApiBackend, build_app
 from node.database import Database
+from node.pairing import PairingCodes, pairing_route
 from node.vault_api import build_vault_routes
 from store.vault_log import LocalSigner
 
@@ -17,7 +18,10 @@ from store.vault_log import LocalSigner
 def test_document_paths_match_the_app_routes() -> None:
     backend = ApiBackend(status=dict, peers=_no_peers, metrics=bytes)
     # The routes only hold the database and signer; nothing here calls them.
-    vault_routes = build_vault_routes(cast(Database, None), cast(LocalSigner, None))
+    vault_routes = [
+        *build_vault_routes(cast(Database, None), cast(LocalSigner, None), Path(".")),
+        pairing_route(PairingCodes(), "did", "peer id", list),
+    ]
     app = build_app(backend, "token", Path("api.token"), vault_routes)
     served = {
         (route.path, method.lower())
