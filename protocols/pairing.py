@@ -26,24 +26,19 @@ rows for its own sends and for its peer's messages. A session checks what it can
 MACs, the Welcome's DID); the records inside a Welcome are opaque here, verified by the caller.
 An error raised on receiving leaves the state as it was, and every later `next_event` raises it
 again; the caller may still `send` a `Refusal` saying why it stops.
+
+The pairing code and the wire messages are in `protocols.pairing_code` and
+`protocols.pairing_messages`, to keep modules short; every name importable from here before the
+split still is (the constants are re-exported with `X as X`, since they are not in `__all__`).
 """
 
-import base64
-import binascii
-import dataclasses
 import hashlib
 import hmac
-import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TypeVar, cast
+from typing import ClassVar, Final
 
-import nacl.bindings
-import nacl.exceptions
-
-from protocols.canonical import canonical_decode, canonical_encode
-from protocols.did import ed25519_public_key_from_did
+from protocols.canonical import canonical_encode
 from protocols.errors import (
     ClosedEarly,
     InvalidPairingCode,
@@ -57,10 +52,38 @@ from protocols.errors import (
     UnexpectedMessage,
 )
 from protocols.framing import NEED_DATA, FrameDecoder, NeedData, encode_frame
+from protocols.pairing_code import CHECKSUM_LENGTH as CHECKSUM_LENGTH
+from protocols.pairing_code import CODE_ID_LENGTH as CODE_ID_LENGTH
+from protocols.pairing_code import CODE_PREFIX as CODE_PREFIX
+from protocols.pairing_code import CODE_TYPE as CODE_TYPE
+from protocols.pairing_code import MAX_ADDR_LENGTH as MAX_ADDR_LENGTH
+from protocols.pairing_code import MAX_ADDRS as MAX_ADDRS
+from protocols.pairing_code import MAX_CODE_TEXT_LENGTH as MAX_CODE_TEXT_LENGTH
+from protocols.pairing_code import MAX_ID_LENGTH as MAX_ID_LENGTH
+from protocols.pairing_code import MAX_UINT as MAX_UINT
+from protocols.pairing_code import SECRET_LENGTH as SECRET_LENGTH
+from protocols.pairing_code import PairingCode
+from protocols.pairing_messages import CHALLENGE as CHALLENGE
+from protocols.pairing_messages import HELLO as HELLO
+from protocols.pairing_messages import KEY_LENGTH as KEY_LENGTH
+from protocols.pairing_messages import MAC_LENGTH as MAC_LENGTH
+from protocols.pairing_messages import MAX_CHAIN as MAX_CHAIN
+from protocols.pairing_messages import MAX_IDENTITY_ROTATIONS as MAX_IDENTITY_ROTATIONS
+from protocols.pairing_messages import MAX_REFUSAL_MESSAGE as MAX_REFUSAL_MESSAGE
+from protocols.pairing_messages import NONCE_LENGTH as NONCE_LENGTH
+from protocols.pairing_messages import PROOF as PROOF
+from protocols.pairing_messages import REFUSAL as REFUSAL
+from protocols.pairing_messages import WELCOME as WELCOME
+from protocols.pairing_messages import (
+    Challenge,
+    Hello,
+    Message,
+    Proof,
+    Refusal,
+    Welcome,
+    decode_message,
+)
 from protocols.peer_id import ed25519_public_key_from_peer_id
-
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
 
 __all__ = [
     "MAX_FRAME",
@@ -95,11 +118,6 @@ __all__ = [
 ]
 
 PROTOCOL_ID = "/vivim/pair/1.0.0"
-HELLO = "vivim.pair.hello.v1"
-CHALLENGE = "vivim.pair.challenge.v1"
-PROOF = "vivim.pair.proof.v1"
-WELCOME = "vivim.pair.welcome.v1"
-REFUSAL = "vivim.pair.refusal.v1"
 
 
 class State(StrEnum):
@@ -139,336 +157,10 @@ TRANSITIONS: Final[dict[tuple[State, Role, str], State]] = {
 # A Welcome carries a few records of a few hundred bytes each; 64 KiB leaves room for a long
 # history of key rotations while bounding what one stream can make us buffer.
 MAX_FRAME = 64 * 1024
-CODE_TYPE = "vivim.pair.code.v1"
 MAC_TYPE = "vivim.pair.mac.v1"
-CODE_PREFIX = "vivim-pair:"
-CODE_ID_LENGTH = 8
-SECRET_LENGTH = 32  # 256 bits: no guessing, online or offline, so no attempt counting is needed
-NONCE_LENGTH = 32
-KEY_LENGTH = 32  # an X25519 public key
-MAC_LENGTH = 32  # HMAC-SHA256
-CHECKSUM_LENGTH = 4
-MAX_ADDRS = 8
-MAX_ADDR_LENGTH = 256
-# The text of a code with 8 addresses of 256 characters is about 3,750 characters.
-MAX_CODE_TEXT_LENGTH = 4096
-# DIDs and peer ids are some 50 characters; their parsers refuse more than 128.
-MAX_ID_LENGTH = 128
-MAX_UINT = 2**63 - 1  # the store keeps times in SQLite INTEGER columns, signed 64-bit
-MAX_CHAIN = 16
-MAX_IDENTITY_ROTATIONS = 256
-MAX_REFUSAL_MESSAGE = 1000
-_REFUSAL_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
-_BASE32 = re.compile(r"[a-z2-7]*")
 
-_D = TypeVar("_D", bound="DataclassInstance")
 
-
-# --- codecs ---------------------------------------------------------------------------------------
-
-
-def _wire_map(type_name: str, value: "DataclassInstance") -> dict[str, object]:
-    """`{"type": type_name, field: value, ...}`, tuples as CBOR arrays."""
-    fields: dict[str, object] = {"type": type_name}
-    for item in dataclasses.fields(value):
-        field_value = getattr(value, item.name)
-        fields[item.name] = list(field_value) if isinstance(field_value, tuple) else field_value
-    return fields
-
-
-def _from_map(cls: type[_D], value: object, type_name: str) -> _D:
-    """Build `cls` from its wire map: exactly `type` and the class's fields; it checks the rest."""
-    if not isinstance(value, dict):
-        raise MalformedInput(f"a {type_name} is a map, not a {type(value).__name__}")
-    if value.get("type") != type_name:
-        raise MalformedInput(f"type is {value.get('type')!r:.60}, expected {type_name!r}")
-    expected = {"type"} | {item.name for item in dataclasses.fields(cls)}
-    if value.keys() != expected:
-        missing, extra = sorted(expected - value.keys()), sorted(value.keys() - expected)
-        raise MalformedInput(
-            f"{type_name} fields wrong: missing {missing}, unexpected {extra!s:.200}"
-        )
-    arguments: dict[str, Any] = {
-        name: tuple(item) if isinstance(item, list) else item
-        for name, item in value.items()
-        if name != "type"
-    }
-    constructor: Callable[..., _D] = cls
-    return constructor(**arguments)
-
-
-class _Wire:
-    """`to_wire`/`from_wire` for the messages: canonical CBOR of their wire map."""
-
-    TYPE: ClassVar[str]
-
-    def to_wire(self) -> bytes:
-        return canonical_encode(_wire_map(self.TYPE, cast("DataclassInstance", self)))
-
-    @classmethod
-    def from_wire(cls, data: bytes) -> Self:
-        """Decode this message type's wire bytes; `MalformedInput` for anything else."""
-        message = decode_message(data)
-        if not isinstance(message, cls):
-            raise MalformedInput(f"message is a {message.TYPE}, expected a {cls.TYPE}")
-        return message
-
-
-def _check_bytes(name: str, value: object, length: int) -> None:
-    if not isinstance(value, bytes):
-        raise MalformedInput(f"{name} is a {type(value).__name__}, expected bytes")
-    if len(value) != length:
-        raise MalformedInput(f"{name} is {len(value)} bytes, expected {length}")
-
-
-def _check_blobs(name: str, value: object, most: int) -> None:
-    """A tuple of at most `most` non-empty byte strings (records opaque to this module)."""
-    if not isinstance(value, tuple):
-        raise MalformedInput(f"{name} is a {type(value).__name__}, expected a list")
-    if len(value) > most:
-        raise MalformedInput(f"{name} has {len(value)} entries, more than {most}")
-    for item in value:
-        _check_blob(name, item)
-
-
-def _check_blob(name: str, value: object) -> None:
-    if not isinstance(value, bytes):
-        raise MalformedInput(f"{name} holds a {type(value).__name__}, expected bytes")
-    if not value:
-        raise MalformedInput(f"{name} holds an empty byte string")
-
-
-def _check_sealable(public_key: bytes) -> None:
-    """Refuse an X25519 key of low order, which libsodium refuses to seal to.
-
-    Refused here, at the door, so that the approver's seal never fails inside libsodium with an
-    error of its own. X25519 clamps every scalar to a multiple of the cofactor, so the product of
-    any scalar with a key is zero exactly when the key is of low order: one multiplication tells.
-    """
-    try:
-        nacl.bindings.crypto_scalarmult(b"\x01" * 32, public_key)
-    except nacl.exceptions.CryptoError as err:
-        raise MalformedInput(
-            "box_public_key is a low-order point: nothing can be sealed to it"
-        ) from err
-
-
-def _check_str(name: str, value: object, most: int) -> str:
-    if not isinstance(value, str):
-        raise MalformedInput(f"{name} is a {type(value).__name__}, expected str")
-    if len(value) > most:
-        raise MalformedInput(f"{name} is {len(value)} characters, more than {most}")
-    return value
-
-
-# --- the pairing code -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class PairingCode:
-    """What the approver shows and the joiner types in; `to_text` is how a person carries it.
-
-    The text is `vivim-pair:` + lower-case base32 (no padding) of the code's canonical CBOR map
-    followed by the first 4 bytes of its SHA-256. The checksum turns a mistyped character into
-    "copy it again" here, rather than a MAC that fails on the approver later. `from_text` also
-    accepts the text upper-cased (base32 is case-blind; QR codes encode upper case compactly).
-
-    `secret` is left out of the repr, so that logging a code does not log its secret.
-    """
-
-    did: str
-    approver: str
-    addrs: tuple[str, ...]
-    code_id: bytes
-    secret: bytes = field(repr=False)
-    expires_at_ms: int
-
-    def __post_init__(self) -> None:
-        try:
-            ed25519_public_key_from_did(_check_str("did", self.did, MAX_ID_LENGTH))
-            ed25519_public_key_from_peer_id(_check_str("approver", self.approver, MAX_ID_LENGTH))
-            _check_addrs(self.addrs)
-            _check_bytes("code_id", self.code_id, CODE_ID_LENGTH)
-            _check_bytes("secret", self.secret, SECRET_LENGTH)
-            expires = self.expires_at_ms
-            if not isinstance(expires, int) or isinstance(expires, bool):
-                raise MalformedInput(f"expires_at_ms is a {type(expires).__name__}, expected int")
-            if not 0 <= expires <= MAX_UINT:
-                raise MalformedInput(f"expires_at_ms is {expires}, expected 0 to 2**63 - 1")
-        except MalformedInput as err:
-            raise InvalidPairingCode(
-                f"the pairing code is not valid ({err}): ask the other device for a new code"
-            ) from err
-
-    def is_expired(self, now_ms: int) -> bool:
-        """Whether the code is expired at `now_ms`: it is valid strictly before `expires_at_ms`."""
-        return now_ms >= self.expires_at_ms
-
-    def to_text(self) -> str:
-        cbor = canonical_encode(_wire_map(CODE_TYPE, self))
-        body = base64.b32encode(cbor + _checksum(cbor)).decode("ascii").rstrip("=").lower()
-        return CODE_PREFIX + body
-
-    @classmethod
-    def from_text(cls, text: str) -> Self:
-        """Parse a code a person pasted; `InvalidPairingCode`, with what to do, if it is not one."""
-        if not isinstance(text, str):
-            raise InvalidPairingCode(f"not a vivim pairing code: it is a {type(text).__name__}")
-        text = text.strip().lower()
-        if not text.startswith(CODE_PREFIX):
-            raise InvalidPairingCode("not a vivim pairing code: it must start with vivim-pair:")
-        if len(text) > MAX_CODE_TEXT_LENGTH:
-            raise InvalidPairingCode(
-                f"the pairing code is longer than {MAX_CODE_TEXT_LENGTH} characters: "
-                "copy the code alone"
-            )
-        data = _base32_decode(text[len(CODE_PREFIX) :])
-        cbor, checksum = data[:-CHECKSUM_LENGTH], data[-CHECKSUM_LENGTH:]
-        if not cbor or checksum != _checksum(cbor):
-            raise InvalidPairingCode(
-                "the pairing code is damaged (checksum does not match): copy it again"
-            )
-        try:
-            return _from_map(cls, canonical_decode(cbor), CODE_TYPE)
-        except InvalidPairingCode:
-            raise
-        except MalformedInput as err:
-            raise InvalidPairingCode(
-                f"the pairing code is not valid ({err}); it may come from another version of "
-                "vivim: ask the other device for a new code"
-            ) from err
-
-
-def _check_addrs(addrs: object) -> None:
-    if not isinstance(addrs, tuple):
-        raise MalformedInput(f"addrs is a {type(addrs).__name__}, expected a list")
-    if not 1 <= len(addrs) <= MAX_ADDRS:
-        raise MalformedInput(f"addrs has {len(addrs)} addresses, expected 1 to {MAX_ADDRS}")
-    for addr in addrs:
-        _check_str("an address", addr, MAX_ADDR_LENGTH)
-        # Multiaddrs are ASCII without spaces; that also keeps the code's text length bounded.
-        if not (addr.startswith("/") and addr.isascii() and addr.isprintable() and " " not in addr):
-            raise MalformedInput(f"{addr!r:.60} is not a multiaddr")
-
-
-def _checksum(cbor: bytes) -> bytes:
-    return hashlib.sha256(cbor).digest()[:CHECKSUM_LENGTH]
-
-
-def _base32_decode(body: str) -> bytes:
-    """Lower-case unpadded base32, in its one spelling (unused trailing bits zero)."""
-    damaged = InvalidPairingCode(
-        "the pairing code is damaged (it has characters a code cannot have, or is cut short): "
-        "copy it again"
-    )
-    if _BASE32.fullmatch(body) is None or len(body) % 8 in (1, 3, 6):
-        raise damaged
-    try:
-        data = base64.b32decode(body.upper() + "=" * (-len(body) % 8))
-    except binascii.Error as err:
-        raise damaged from err
-    if base64.b32encode(data).decode("ascii").rstrip("=").lower() != body:
-        raise damaged
-    return data
-
-
-# --- wire messages and events ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class Hello(_Wire):
-    """Joiner -> approver: which code, the joiner's nonce, and the key to seal its secrets to."""
-
-    TYPE: ClassVar[str] = HELLO
-    code_id: bytes
-    joiner_nonce: bytes
-    box_public_key: bytes
-
-    def __post_init__(self) -> None:
-        _check_bytes("code_id", self.code_id, CODE_ID_LENGTH)
-        _check_bytes("joiner_nonce", self.joiner_nonce, NONCE_LENGTH)
-        _check_bytes("box_public_key", self.box_public_key, KEY_LENGTH)
-        _check_sealable(self.box_public_key)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Challenge(_Wire):
-    """Approver -> joiner: the approver's nonce and its MAC, proving it knows the secret."""
-
-    TYPE: ClassVar[str] = CHALLENGE
-    approver_nonce: bytes
-    mac: bytes
-
-    def __post_init__(self) -> None:
-        _check_bytes("approver_nonce", self.approver_nonce, NONCE_LENGTH)
-        _check_bytes("mac", self.mac, MAC_LENGTH)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Proof(_Wire):
-    """Joiner -> approver: the joiner's MAC, proving it knows the secret."""
-
-    TYPE: ClassVar[str] = PROOF
-    mac: bytes
-
-    def __post_init__(self) -> None:
-        _check_bytes("mac", self.mac, MAC_LENGTH)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Welcome(_Wire):
-    """Approver -> joiner: everything the joiner needs to act for `did`, records as wire bytes.
-
-    `identity_rotations` and `chain` (certificates from the approver up to the identity) are
-    tuples here, CBOR arrays on the wire; `sealed_encryption_key` is sealed to the Hello's
-    `box_public_key`. The records are opaque to this module: the caller verifies them.
-    """
-
-    TYPE: ClassVar[str] = WELCOME
-    did: str
-    identity_rotations: tuple[bytes, ...]
-    encryption_key_binding: bytes
-    certificate: bytes
-    chain: tuple[bytes, ...]
-    sealed_encryption_key: bytes
-
-    def __post_init__(self) -> None:
-        ed25519_public_key_from_did(_check_str("did", self.did, MAX_ID_LENGTH))
-        _check_blobs("identity_rotations", self.identity_rotations, MAX_IDENTITY_ROTATIONS)
-        _check_blob("encryption_key_binding", self.encryption_key_binding)
-        _check_blob("certificate", self.certificate)
-        _check_blobs("chain", self.chain, MAX_CHAIN)
-        _check_blob("sealed_encryption_key", self.sealed_encryption_key)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Refusal(_Wire):
-    """Either side: why it gives up. `code` is a wire error code, `message` is for a person."""
-
-    TYPE: ClassVar[str] = REFUSAL
-    code: str
-    message: str
-
-    def __post_init__(self) -> None:
-        if _REFUSAL_CODE.fullmatch(_check_str("code", self.code, 64)) is None:
-            raise MalformedInput(f"refusal code {self.code!r:.70} is not like 'pairing_code_used'")
-        _check_str("message", self.message, MAX_REFUSAL_MESSAGE)
-
-
-Message = Hello | Challenge | Proof | Welcome | Refusal
-_MESSAGE_CLASSES: Final[dict[str, type[Message]]] = {
-    cls.TYPE: cls for cls in (Hello, Challenge, Proof, Welcome, Refusal)
-}
-
-
-def decode_message(data: bytes) -> Message:
-    """The message whose wire bytes are `data`, its class picked by `type`; `MalformedInput`."""
-    value = canonical_decode(data)
-    type_name = value.get("type") if isinstance(value, dict) else None
-    cls = _MESSAGE_CLASSES.get(type_name) if isinstance(type_name, str) else None
-    if cls is None:
-        raise MalformedInput(f"not a pairing message (type {type_name!r:.60})")
-    return _from_map(cls, value, cls.TYPE)
+# --- events ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, kw_only=True)
