@@ -351,7 +351,35 @@ def _v3_trust(db: SqliteDatabase) -> None:
         execute_sql(db, statement)
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (_v1_identity_devices_peers, _v2_vault, _v3_trust)
+def _v4_sync(db: SqliteDatabase) -> None:
+    """Sync progress per peer (store.sync_state): local bookkeeping, never replicated.
+
+    What this vault holds of each device is its chain head (device_log), advanced in the same
+    transaction as the ops; a peer's row says what that peer last reported holding (its heads),
+    how many ops came from it, and how syncing with it went, for `sync status` and backoff.
+    """
+    execute_sql(
+        db,
+        """
+        CREATE TABLE sync_cursor (
+            peer_id TEXT PRIMARY KEY NOT NULL,
+            peer_heads TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(peer_heads)),
+            ops_received INTEGER NOT NULL DEFAULT 0 CHECK (ops_received >= 0),
+            last_attempt_ms INTEGER,
+            last_success_ms INTEGER,
+            consecutive_failures INTEGER NOT NULL DEFAULT 0 CHECK (consecutive_failures >= 0),
+            last_error TEXT
+        )
+        """,
+    )
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    _v1_identity_devices_peers,
+    _v2_vault,
+    _v3_trust,
+    _v4_sync,
+)
 
 # The schema version this build writes and understands.
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -75,15 +75,23 @@ class ApplyReport:
 
 
 def apply_ops(
-    db: SqliteDatabase, ops: Iterable[SyncOperation], now_ms: int, *, local_device: str
+    db: SqliteDatabase,
+    ops: Iterable[SyncOperation],
+    now_ms: int,
+    *,
+    local_device: str,
+    park: bool = True,
 ) -> ApplyReport:
     """Verify and apply `ops` in one transaction (module docstring).
 
     `local_device` is this node's peer id: its clock (`hlc_state`) takes in every applied op's
-    stamp, so that what this device writes next is stamped after everything it has seen.
+    stamp, so that what this device writes next is stamped after everything it has seen. With
+    `park=False` an op ahead of a gap is refused (`SequenceGap`) instead of parked: sync asks
+    for contiguous stretches, so a gap there means an op before it was refused, and nothing
+    after a refused op of a device is applied or kept.
     """
     with write_transaction(db):
-        applier = _Applier(connection(db), lambda: list_devices(db), now_ms, local_device)
+        applier = _Applier(connection(db), lambda: list_devices(db), now_ms, local_device, park)
         return applier.run(ops)
 
 
@@ -96,7 +104,9 @@ class _Applier:
         load_devices: Callable[[], list[DeviceRow]],
         now_ms: int,
         local_device: str,
+        park: bool = True,
     ) -> None:
+        self._park = park
         self._conn = conn
         self._now_ms = now_ms
         self._load_devices = load_devices
@@ -145,7 +155,10 @@ class _Applier:
         try:
             self._check(op)
             self._clock.receive(op.hlc, self._now_ms)
-        except SequenceGap:
+        except SequenceGap as err:
+            if not self._park:
+                self._refuse(op.id, op.device, op.seq, err)
+                return
             self._conn.execute(
                 "INSERT INTO pending_op (id, device, seq, wire, received_at_ms)"
                 " VALUES (?, ?, ?, ?, ?)",
