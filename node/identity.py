@@ -40,6 +40,7 @@ from store.identity import (
     load_identity,
     save_identity,
 )
+from store.peers import record_peer_seen
 from store.vault_log import LocalSigner
 
 DATABASE_FILE = "vivim.db"
@@ -163,6 +164,8 @@ class JoinedIdentity:
     credentials: Credentials
     encryption_key: bytes
     device_seed: bytes
+    approver: str  # its peer id and where it was reached: the first device to sync with
+    approver_addrs: tuple[str, ...]
 
 
 def join_data_dir(data_dir: Path, joined: JoinedIdentity, *, now_ms: int) -> PublicIdentity:
@@ -184,6 +187,7 @@ def join_data_dir(data_dir: Path, joined: JoinedIdentity, *, now_ms: int) -> Pub
                 credentials=joined.credentials,
                 device_seed=joined.device_seed,
                 now_ms=now_ms,
+                known_peers=((joined.approver, joined.approver_addrs),),
             )
     except OSError as err:
         raise NodeError(
@@ -204,6 +208,7 @@ def _install(
     credentials: Credentials,
     device_seed: bytes,
     now_ms: int,
+    known_peers: tuple[tuple[str, tuple[str, ...]], ...] = (),
 ) -> None:
     """Write keys, token, config and database in a staging directory, then move them in place
     (module docstring). The database gets the identity and this device's first op, which
@@ -221,6 +226,8 @@ def _install(
             peer_id = peer_id_from_ed25519_public_key(bytes(seed_key.verify_key))
             signer = LocalIdentity(did=identity.did, peer_id=peer_id, device_seed=device_seed)
             introduce(db, signer.signer(), credentials, now_ms)
+            for peer_id, addrs in known_peers:
+                record_peer_seen(db, peer_id, list(addrs), now_ms, did=identity.did)
         finally:
             db.close()
         # A config.toml the person wrote before `init` is kept; so is an API token.

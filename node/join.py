@@ -125,6 +125,8 @@ def check_welcome(
         ),
         encryption_key=encryption_key,
         device_seed=device_seed,
+        approver=code.approver,
+        approver_addrs=code.addrs,
     )
 
 

@@ -11,15 +11,19 @@ py-cid (which protocols/ may not import); the tests cross-check it against py-ci
 
 import base64
 import hashlib
+import re
+from typing import cast
 
 from protocols.canonical import canonical_encode
 from protocols.errors import MalformedInput
 
 __all__ = [
     "CID_PREFIX",
+    "check_content_id",
     "content_id",
     "content_id_of_bytes",
     "content_id_of_digest",
+    "is_content_id",
     "parse_content_id",
 ]
 
@@ -46,6 +50,26 @@ def content_id_of_bytes(data: bytes) -> str:
 def content_id(value: object) -> str:
     """The id of a plain value: the CID of its canonical CBOR encoding."""
     return content_id_of_bytes(canonical_encode(value))
+
+
+# Exactly the strings `parse_content_id` accepts, checked without decoding (ids are checked for
+# every op applied, several per op): "b" + base32 of 01 71 12 20 + 32 digest bytes, 290 bits in
+# 58 characters. The prefix fixes "afyrei" and the top two bits of the next character (a-h); the
+# last character carries two padding bits, which must be zero. The tests cross-check it with
+# parse_content_id.
+CONTENT_ID_PATTERN = re.compile(r"bafyrei[a-h][a-z2-7]{50}[aeimquy4]")
+
+
+def is_content_id(value: object) -> bool:
+    """Whether `value` is a content id (the text `content_id` makes), without decoding it."""
+    return isinstance(value, str) and CONTENT_ID_PATTERN.fullmatch(value) is not None
+
+
+def check_content_id(value: object) -> str:
+    """`value` if it is a content id; `MalformedInput` otherwise."""
+    if not is_content_id(value):
+        raise MalformedInput(f"not a content id (CIDv1 base32 'bafyrei...'): {value!r:.80}")
+    return cast(str, value)
 
 
 def parse_content_id(text: str) -> bytes:

@@ -28,7 +28,6 @@ the signature entry is the signed map's canonical encoding; so a received op is 
 """
 
 import functools
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Self
@@ -37,7 +36,7 @@ import nacl.exceptions
 import nacl.signing
 
 from protocols.canonical import canonical_decode, canonical_encode
-from protocols.cid import content_id_of_bytes
+from protocols.cid import CONTENT_ID_PATTERN, content_id_of_bytes
 from protocols.did import ed25519_public_key_from_did
 from protocols.errors import (
     BadSignature,
@@ -79,11 +78,7 @@ MAX_SEQ = 2**63 - 1
 # Entity ids are content ids (59 characters) in every entity type defined so far; the bound keeps
 # an op from outside from carrying an arbitrarily long id.
 MAX_ENTITY_ID_LENGTH = 256
-# Exactly the strings `protocols.cid.parse_content_id` accepts, checked without decoding (this
-# runs for every op): "b" + base32 of 01 71 12 20 + 32 digest bytes, 290 bits in 58 characters.
-# The prefix fixes "afyrei" and the top two bits of the next character (a-h); the last character
-# carries two padding bits, which must be zero. The tests cross-check it with parse_content_id.
-_CONTENT_ID = re.compile(r"bafyrei[a-h][a-z2-7]{50}[aeimquy4]")
+_CONTENT_ID = CONTENT_ID_PATTERN
 
 # The wire map is the signed map plus the `signature` entry. Canonical CBOR sorts map keys by
 # length, then bytewise, so that entry (key of 9 characters, after "entity_id") always lands just

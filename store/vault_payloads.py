@@ -23,7 +23,7 @@ what lets any delivery order converge.
 
 from collections.abc import Mapping
 
-from protocols.cid import parse_content_id
+from protocols.cid import check_content_id
 from protocols.errors import MalformedInput
 from protocols.oplog import OpKind, SyncOperation
 from protocols.vault_records import (
@@ -78,7 +78,7 @@ def check_payload(op: SyncOperation) -> None:
     payload = op.payload
     kind = op.kind
     if kind is not OpKind.CREATE:
-        parse_content_id(op.entity_id)
+        check_content_id(op.entity_id)
     match op.entity_type, kind:
         case "conversation", OpKind.CREATE:
             _check_conversation(op, payload)
@@ -138,7 +138,7 @@ def _check_messages(op: SyncOperation, payload: Mapping[str, object]) -> int:
         _choice(message, "branch", _BRANCHES)
         parent = _optional_text(message, "parent_id")
         if parent is not None:
-            parse_content_id(parent)
+            check_content_id(parent)
         claimed = _text(message, "id")
         derived = message_id(conversation, index, role, content, created_at_ms)
         if claimed != derived:
@@ -165,8 +165,8 @@ def _check_acu(op: SyncOperation, payload: Mapping[str, object]) -> None:
     if not isinstance(provenance, dict):
         raise MalformedInput("ACU provenance must be a map")
     _check_fields(provenance, PROVENANCE_FIELDS, "ACU provenance")
-    parse_content_id(_text(provenance, "conversation_id"))
-    parse_content_id(_text(provenance, "message_id"))
+    check_content_id(_text(provenance, "conversation_id"))
+    check_content_id(_text(provenance, "message_id"))
     _int(provenance, "index", minimum=0)
     _text(provenance, "provider")
     _optional_text(provenance, "model")
@@ -187,7 +187,7 @@ def _check_carried_links(op: SyncOperation, payload: Mapping[str, object]) -> No
         _check_fields(link, CARRIED_LINK_FIELDS, "link")
         relation = LinkRelation.from_wire(link["relation"])
         target = _text(link, "target")
-        parse_content_id(target)
+        check_content_id(target)
         if target == op.entity_id:
             raise MalformedInput("an ACU does not link to itself")
         key = (relation.value, target)
@@ -202,8 +202,8 @@ def _check_link(op: SyncOperation, payload: Mapping[str, object]) -> None:
     _check_fields(payload, LINK_FIELDS, "link create")
     source = _text(payload, "source")
     target = _text(payload, "target")
-    parse_content_id(source)
-    parse_content_id(target)
+    check_content_id(source)
+    check_content_id(target)
     relation = LinkRelation.from_wire(payload["relation"])
     if payload["created_by"] != op.author:
         raise MalformedInput("a link's created_by must be the author of the op that creates it")

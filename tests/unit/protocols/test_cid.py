@@ -11,7 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocols.canonical import canonical_encode
-from protocols.cid import content_id, content_id_of_bytes, parse_content_id
+from protocols.cid import (
+    content_id,
+    content_id_of_bytes,
+    content_id_of_digest,
+    is_content_id,
+    parse_content_id,
+)
 from protocols.errors import MalformedInput
 
 
@@ -57,3 +63,18 @@ def test_content_id_is_of_the_canonical_encoding() -> None:
 def test_other_spellings_are_refused(text: str) -> None:
     with pytest.raises(MalformedInput):
         parse_content_id(text)
+
+
+@given(st.binary(min_size=32, max_size=32), st.integers(0, 58), st.sampled_from("abcxyz2345679A="))
+def test_is_content_id_accepts_exactly_what_parse_content_id_accepts(
+    digest: bytes, position: int, replacement: str
+) -> None:
+    text = content_id_of_digest(digest)
+    assert is_content_id(text)
+    mutated = text[:position] + replacement + text[position + 1 :]
+    try:
+        parse_content_id(mutated)
+    except MalformedInput:
+        assert not is_content_id(mutated)
+    else:
+        assert is_content_id(mutated)
