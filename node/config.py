@@ -36,6 +36,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # comes back reachable within half a minute, while an unreachable one costs one dial per 30 s.
 DEFAULT_REDIAL_MIN_S = 0.5
 DEFAULT_REDIAL_MAX_S = 30.0
+# Anti-entropy: every connected device of the same identity is synced this often even without an
+# announcement, so a lost gossip message costs at most one period (issue 5 names 30 s).
+DEFAULT_SYNC_INTERVAL_S = 30.0
 
 
 class ConfigError(NodeError):
@@ -69,6 +72,7 @@ class Config:
     log_level: str = DEFAULT_LOG_LEVEL
     redial_min_s: float = DEFAULT_REDIAL_MIN_S
     redial_max_s: float = DEFAULT_REDIAL_MAX_S
+    sync_interval_s: float = DEFAULT_SYNC_INTERVAL_S
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -91,6 +95,11 @@ class Config:
             )
         if not 0 < self.redial_min_s <= self.redial_max_s:
             raise ConfigError("redial backoff needs 0 < redial_min_s <= redial_max_s")
+        if not 0 < self.sync_interval_s <= 86_400:
+            raise ConfigError(
+                f"sync_interval_s {self.sync_interval_s} ({self._source('sync_interval_s')}) "
+                "must be more than 0 and at most 86400 seconds"
+            )
 
     def _source(self, key: str) -> str:
         return self.sources.get(key, "default")
@@ -143,7 +152,15 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML ({err}): fix or delete it") from err
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror}") from err
-    known = {"listen", "bootstrap", "api_port", "log_level", "redial_min_s", "redial_max_s"}
+    known = {
+        "listen",
+        "bootstrap",
+        "api_port",
+        "log_level",
+        "redial_min_s",
+        "redial_max_s",
+        "sync_interval_s",
+    }
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
@@ -165,7 +182,7 @@ def _typed(key: str, value: Any, where: str) -> Any:
             if isinstance(value, bool):
                 raise TypeError
             return int(value)
-        if key in ("redial_min_s", "redial_max_s"):
+        if key in ("redial_min_s", "redial_max_s", "sync_interval_s"):
             return float(value)
         if key == "log_level":
             return str(value).lower()
@@ -181,6 +198,7 @@ ENV_VARS = {
     "log_level": "VIVIM_LOG_LEVEL",
     "redial_min_s": "VIVIM_REDIAL_MIN_S",
     "redial_max_s": "VIVIM_REDIAL_MAX_S",
+    "sync_interval_s": "VIVIM_SYNC_INTERVAL_S",
 }
 
 
@@ -231,4 +249,8 @@ log_level = "{DEFAULT_LOG_LEVEL}"
 # Bootstrap redial backoff in seconds: starts at redial_min_s, doubles up to redial_max_s.
 redial_min_s = {DEFAULT_REDIAL_MIN_S}
 redial_max_s = {DEFAULT_REDIAL_MAX_S}
+
+# Seconds between syncs with each connected device of this identity (besides syncing on connect
+# and whenever one announces something new).
+sync_interval_s = {DEFAULT_SYNC_INTERVAL_S}
 """

@@ -144,14 +144,18 @@ async def serve_pairing(
     database: Database,
     signer: LocalSigner,
     encryption_key: bytes,
+    on_certified: Callable[[], None] = lambda: None,
 ) -> None:
-    """Answer one joining device on `stream` (the handler of PROTOCOL_ID)."""
+    """Answer one joining device on `stream` (the handler of PROTOCOL_ID); `on_certified` is
+    called once the device's certificate is in our log (sync announces it)."""
     joiner = str(stream.muxed_conn.peer_id)
     with structlog.contextvars.bound_contextvars(peer_id=joiner, protocol=PROTOCOL_ID):
         try:
             with trio.fail_after(PAIRING_TIMEOUT_S):
                 outcome = await _approve(stream, joiner, codes, database, signer, encryption_key)
             log.info("pairing.approved" if outcome is None else "pairing.refused", reason=outcome)
+            if outcome is None:
+                on_certified()
         except RemoteProtocolError as err:
             log.warning("pairing.failed", error=err.code, message=str(err))
             await _send_quietly(stream, Refusal(code=err.code, message=str(err)[:900]))

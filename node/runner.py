@@ -36,7 +36,10 @@ from node.runtime import (
 )
 from node.state import NodeState
 from node.vault_api import build_vault_routes
+from protocols.gossip import GOSSIP_PROTOCOL_ID
 from protocols.pairing import PROTOCOL_ID as PAIRING_PROTOCOL_ID
+from protocols.sync import SYNC_PROTOCOL_ID
+from store.sync_state import device_addresses
 
 log = structlog.get_logger()
 
@@ -91,7 +94,9 @@ async def _serve(
                 "or config.toml"
             )
     host = build_host(identity.device_seed)
-    state = NodeState(identity, host, db)
+    state = NodeState(identity, host, db, sync_interval_s=config.sync_interval_s)
+    host.set_stream_handler(TProtocol(SYNC_PROTOCOL_ID), state.sync.serve_sync)
+    host.set_stream_handler(TProtocol(GOSSIP_PROTOCOL_ID), state.sync.serve_gossip)
     host.set_stream_handler(
         TProtocol(PAIRING_PROTOCOL_ID),
         partial(
@@ -100,16 +105,25 @@ async def _serve(
             database=db,
             signer=identity.signer(),
             encryption_key=encryption_key_file(config.data_dir).read(),
+            on_certified=state.sync.local_changed,
         ),
     )
+    # Besides the bootstrap list, keep connections to our other devices we know addresses of.
+    devices = await db.read(device_addresses, identity.peer_id)
+    bootstrapped = {addr.rstrip("/").rsplit("/p2p/", 1)[-1] for addr in config.bootstrap}
+    dial = [*config.bootstrap]
+    dial += [
+        f"{addrs[0]}/p2p/{peer}" for peer, addrs in devices.items() if peer not in bootstrapped
+    ]
     async with host.run([Multiaddr(a) for a in config.listen]):
         try:
             check_listening(host, config.listen)
             async with trio.open_nursery() as nursery:
+                await nursery.start(state.sync.run)
                 nursery.start_soon(state.watcher.run)
                 nursery.start_soon(state.record_peers)
                 api_url = await _start_api(nursery, state, config, token)
-                for addr in config.bootstrap:
+                for addr in dial:
                     nursery.start_soon(
                         partial(
                             keep_connected,
@@ -135,7 +149,9 @@ async def _start_api(nursery: trio.Nursery, state: NodeState, config: Config, to
         token,
         config.data_dir / TOKEN_FILE,
         [
-            *build_vault_routes(state.db, state.identity.signer(), config.data_dir),
+            *build_vault_routes(
+                state.db, state.identity.signer(), config.data_dir, state.sync.local_changed
+            ),
             pairing_route(
                 state.pairing_codes, state.identity.did, state.identity.peer_id, state.addrs
             ),

@@ -15,13 +15,16 @@ from node.database import Database
 from node.identity import LocalIdentity
 from node.metrics import NodeMetrics
 from node.pairing import PairingCodes
+from node.sync import SyncService
 from store import peers as peer_store
 
 
 class NodeState:
     """The running node's identity, host and database, and the views built from them."""
 
-    def __init__(self, identity: LocalIdentity, host: IHost, db: Database) -> None:
+    def __init__(
+        self, identity: LocalIdentity, host: IHost, db: Database, *, sync_interval_s: float
+    ) -> None:
         self.identity = identity
         self.host = host
         self.db = db
@@ -32,6 +35,13 @@ class NodeState:
             math.inf
         )
         self.watcher = ConnectionWatcher(host, self.record_peer_seen)
+        self.sync = SyncService(
+            host,
+            db,
+            identity.peer_id,
+            interval_s=sync_interval_s,
+            is_connected=self.watcher.is_connected,
+        )
         self.metrics = NodeMetrics(
             connected_peers=lambda: len(self.host.get_connected_peers()),
             uptime_s=self.uptime_s,
@@ -57,6 +67,9 @@ class NodeState:
         """Queue a sighting for `record_peers`: the watcher must not wait on the database (a
         long import batch holds the writer)."""
         self._seen_send.send_nowait((peer_id, addrs, seen_at_ms))
+        # A device that connects (or is identified) is synced with: both sides pull.
+        if self.watcher.is_connected(peer_id):
+            self.sync.request(peer_id)
 
     async def record_peers(self) -> None:
         """Write queued sightings to the peer table, in order, until cancelled."""

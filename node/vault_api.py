@@ -196,16 +196,30 @@ async def _body_params(route: VaultRoute, request: Request) -> dict[str, Any]:
     return params
 
 
-def build_vault_routes(database: Database, signer: LocalSigner, data_dir: Path) -> list[Route]:
-    """Starlette routes for the table (the caller puts the token check around them)."""
+def build_vault_routes(
+    database: Database,
+    signer: LocalSigner,
+    data_dir: Path,
+    on_write: Callable[[], None] = lambda: None,
+) -> list[Route]:
+    """Starlette routes for the table (the caller puts the token check around them).
+    `on_write` is called after each write that succeeded (sync announces the new heads)."""
     return [
-        Route(route.path, _endpoint(route, database, signer, data_dir), methods=[route.method])
+        Route(
+            route.path,
+            _endpoint(route, database, signer, data_dir, on_write),
+            methods=[route.method],
+        )
         for route in ROUTES
     ]
 
 
 def _endpoint(
-    route: VaultRoute, database: Database, signer: LocalSigner, data_dir: Path
+    route: VaultRoute,
+    database: Database,
+    signer: LocalSigner,
+    data_dir: Path,
+    on_write: Callable[[], None],
 ) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
@@ -231,6 +245,7 @@ def _endpoint(
             log.info(f"vault.{route.op}_refused", error=status[1], message=str(err))
             return JSONResponse({"error": status[1], "message": str(err)}, status_code=status[0])
         if route.writes:
+            on_write()
             # One summary line per write: the counts an import or an edit produced.
             counts = {k: v for k, v in result.items() if isinstance(v, int | str | bool)}
             log.info(f"vault.{route.op}", ms=round((time.monotonic() - started) * 1000), **counts)

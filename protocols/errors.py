@@ -178,3 +178,18 @@ class PairingWelcomeMismatch(RemoteProtocolError):
     """The approver welcomed the joining device into an identity other than the code's DID."""
 
     code = "pairing_welcome_mismatch"
+
+
+# --- sync: pulling a device's missing ops --------------------------------------------------------
+
+
+class BatchTooLarge(MalformedInput):
+    """A sync Batch holds more ops, or more bytes of ops, than the Pull it answers asked for.
+
+    A subclass of `MalformedInput` (like `FrameTooLarge`) so a codec that meets a Batch over the
+    protocol's absolute limits still raises "malformed input", while the client answers
+    `too_large`. The client refuses the whole Batch, applying none of it: a server that ignores
+    the limits would otherwise make it verify and store more than it chose to hold at once.
+    """
+
+    code = "too_large"

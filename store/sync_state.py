@@ -209,3 +209,21 @@ def decode_ops(wires: Sequence[bytes]) -> list[SyncOperation]:
 
 def _json(heads: Mapping[str, int]) -> str:
     return json.dumps(dict(sorted(heads.items())), separators=(",", ":"))
+
+
+def device_addresses(db: SqliteDatabase, exclude: str) -> dict[str, tuple[str, ...]]:
+    """Where the vault's other trusted devices were last seen (peer id to multiaddrs): the
+    peers a node keeps connections to, besides its bootstrap list."""
+    found: dict[str, tuple[str, ...]] = {}
+    with db.atomic():
+        conn = connection(db)
+        did = vault_did(conn)
+        for peer_id, addrs in conn.execute(
+            "SELECT p.peer_id, p.addrs FROM peer AS p JOIN device AS d ON d.peer_id = p.peer_id"
+            " WHERE d.did = ? AND d.status = 'trusted' AND p.peer_id != ? ORDER BY p.peer_id",
+            (did, exclude),
+        ):
+            parsed = tuple(str(a) for a in json.loads(addrs))
+            if parsed:
+                found[peer_id] = parsed
+    return found

@@ -1,0 +1,387 @@
+"""Sync between the devices of one identity: /vivim/sync/1.0.0 both ways, gossip of heads, and
+when to sync.
+
+- **Pull** (`_pull`): the client sends its cursor (our chain heads), the server answers with a
+  batch of the ops past it (store.sync_state.ops_after), the client verifies and applies the
+  batch together with its cursor advance in one transaction (apply_batch) and pulls again until
+  the server says done. A crash between batches loses nothing and applies nothing twice: the
+  cursor is the heads the last committed batch left.
+- **Who**: only trusted devices of our DID, both ways (store.sync_state.may_sync, checked on
+  every pull, so a revocation takes effect within a batch); anyone else gets `unauthorized`.
+- **When** (`SyncService`): on connect, every `sync_interval_s` (anti-entropy), and when a device
+  announces heads we lack (gossip). After every local write, and after a sync that applied
+  something, we announce our heads to the connected devices (bursts coalesced), so a write
+  reaches the others in one announce and one pull, hop by hop.
+- **Refused ops**: an invalid op stops its device's chain for this session: nothing after it is
+  applied (apply_batch refuses the rest of that device's ops), the refusal is logged with the op
+  id, the server is told (`invalid_op`), and the next sync tries again (its certificate may have
+  arrived by then).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import structlog
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.exceptions import BaseLibp2pError
+from libp2p.network.stream.exceptions import StreamEOF, StreamError
+from libp2p.peer.id import ID
+
+from node.database import Database
+from node.errors import NodeError
+from protocols.errors import MalformedInput, RemoteProtocolError
+from protocols.gossip import GOSSIP_PROTOCOL_ID, AnnounceReader, behind, encode_announce
+from protocols.gossip import MAX_FRAME as GOSSIP_MAX_FRAME
+from protocols.sync import (
+    MAX_FRAME,
+    SYNC_PROTOCOL_ID,
+    BatchReceived,
+    ClientFinished,
+    ErrorReceived,
+    NeedData,
+    PullReceived,
+    SyncClient,
+    SyncServer,
+)
+from store import sync_state
+
+log = structlog.get_logger()
+
+# Per pull: large enough that a round trip is a small part of a batch's cost, small enough that
+# a batch's transaction and memory stay short (a 100k-op history is 100 batches).
+PULL_MAX_OPS = 1000
+PULL_MAX_BYTES = 2 * 1024 * 1024
+# A peer that does not answer a read within this is given up on for this sync.
+READ_TIMEOUT_S = 30.0
+# Announcements within this window are sent as one (an import writes in bursts).
+ANNOUNCE_COALESCE_S = 0.01
+ANNOUNCE_TIMEOUT_S = 5.0
+# A progress line every this many batches of one sync.
+PROGRESS_EVERY = 10
+
+
+class SyncFailed(NodeError):
+    """A sync with a peer ended early; the message says why."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SyncService:
+    """Runs syncs with the connected devices of our identity (module docstring)."""
+
+    def __init__(
+        self,
+        host: IHost,
+        database: Database,
+        local_device: str,
+        *,
+        interval_s: float,
+        is_connected: Callable[[str], bool],
+    ) -> None:
+        self._host = host
+        self._db = database
+        self._local = local_device
+        self._interval_s = interval_s
+        self._is_connected = is_connected
+        self._nursery: trio.Nursery | None = None
+        self._running: set[str] = set()
+        self._again: set[str] = set()
+        self._changed = trio.Event()
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled; started (`nursery.start`) once syncs can be requested."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._announcer)
+            nursery.start_soon(self._anti_entropy)
+            task_status.started()
+
+    # --- when ------------------------------------------------------------------------------
+
+    def request(self, peer_id: str) -> None:
+        """Sync with `peer_id` soon (again after the running one, if one runs)."""
+        if self._nursery is None or peer_id == self._local:
+            return
+        if peer_id in self._running:
+            self._again.add(peer_id)
+            return
+        self._running.add(peer_id)
+        self._nursery.start_soon(self._sync_loop, peer_id)
+
+    def local_changed(self) -> None:
+        """Something was committed here: announce our heads to the connected devices."""
+        self._changed.set()
+
+    def connected_devices(self) -> list[str]:
+        return [
+            str(peer)
+            for peer in self._host.get_connected_peers()
+            if self._is_connected(str(peer)) and str(peer) != self._local
+        ]
+
+    async def _anti_entropy(self) -> None:
+        while True:
+            await trio.sleep(self._interval_s)
+            for peer_id in self.connected_devices():
+                self.request(peer_id)
+
+    async def _sync_loop(self, peer_id: str) -> None:
+        try:
+            while True:
+                self._again.discard(peer_id)
+                await self._sync_once(peer_id)
+                if peer_id not in self._again:
+                    return
+        finally:
+            self._running.discard(peer_id)
+
+    async def _sync_once(self, peer_id: str) -> None:
+        if not await self._db.read(sync_state.may_sync, peer_id):
+            return
+        started = time.monotonic()
+        with structlog.contextvars.bound_contextvars(peer_id=peer_id, protocol=SYNC_PROTOCOL_ID):
+            try:
+                applied = await self._pull(peer_id)
+            except (SyncFailed, RemoteProtocolError, StreamError, BaseLibp2pError, OSError) as err:
+                reason = getattr(err, "code", None) or type(err).__name__
+                log.warning("sync.failed", error=reason, message=str(err) or reason)
+                await self._db.write(
+                    sync_state.record_outcome, peer_id, now_ms(), f"{reason}: {err}"
+                )
+                return
+            except trio.TooSlowError:
+                log.warning("sync.failed", error="timeout", after_s=READ_TIMEOUT_S)
+                await self._db.write(
+                    sync_state.record_outcome,
+                    peer_id,
+                    now_ms(),
+                    "timeout: the peer stopped answering",
+                )
+                return
+            await self._db.write(sync_state.record_outcome, peer_id, now_ms(), None)
+            if applied:
+                log.info(
+                    "sync.completed", applied=applied, ms=round((time.monotonic() - started) * 1000)
+                )
+                self.local_changed()
+
+    # --- the client ------------------------------------------------------------------------
+
+    async def _pull(self, peer_id: str) -> int:
+        """Pull everything `peer_id` has that we lack; return how many ops were applied."""
+        stream = await self._host.new_stream(ID.from_base58(peer_id), [TProtocol(SYNC_PROTOCOL_ID)])
+        client = SyncClient()
+        try:
+            applied = await self._pull_batches(peer_id, stream, client)
+            await stream.close()
+        except BaseException:
+            await _reset_quietly(stream)
+            raise
+        return applied
+
+    async def _pull_batches(self, peer_id: str, stream: INetStream, client: SyncClient) -> int:
+        # Devices whose chain stopped at a refused op: asked for no more in this sync.
+        stopped: dict[str, int] = {}
+        applied = batches = 0
+        while True:
+            cursor = {**await self._db.read(sync_state.heads), **stopped}
+            await stream.write(client.pull(cursor, PULL_MAX_OPS, PULL_MAX_BYTES))
+            event = await _next_event(client, stream)
+            if isinstance(event, ErrorReceived):
+                raise SyncFailed(f"the peer refused: {event.message} ({event.code})")
+            assert isinstance(event, BatchReceived)
+            batch = event.batch
+            try:
+                ops = sync_state.decode_ops(batch.ops)
+            except MalformedInput as err:
+                await stream.write(client.send_error("malformed", str(err)))
+                raise
+            result = await self._db.write(
+                partial(
+                    sync_state.apply_batch,
+                    ops=ops,
+                    peer_id=peer_id,
+                    peer_heads=dict(batch.heads),
+                    now_ms=now_ms(),
+                    local_device=self._local,
+                )
+            )
+            applied += result.applied
+            batches += 1
+            newly_stopped = _stop_refused(result.refused, batch.heads, stopped)
+            if batches % PROGRESS_EVERY == 0:
+                lag = sum(max(0, s - result.heads.get(d, 0)) for d, s in batch.heads.items())
+                log.info("sync.progress", applied=applied, batches=batches, lag=lag)
+            if batch.done:
+                break
+            if not result.applied and not newly_stopped:
+                # Nothing moved our cursor: pulling again would get the same batch.
+                raise SyncFailed("the peer sent a batch that did not advance our cursor")
+        if stopped:
+            await stream.write(
+                client.send_error(
+                    "invalid_op", f"refused ops of {len(stopped)} device(s); see our log"
+                )
+            )
+        else:
+            client.finish()
+        return applied
+
+    # --- the server ------------------------------------------------------------------------
+
+    async def serve_sync(self, stream: INetStream) -> None:
+        """Answer a peer's pulls (the handler of SYNC_PROTOCOL_ID)."""
+        peer_id = str(stream.muxed_conn.peer_id)
+        server = SyncServer()
+        sent = 0
+        with structlog.contextvars.bound_contextvars(peer_id=peer_id, protocol=SYNC_PROTOCOL_ID):
+            try:
+                while True:
+                    event = await _next_event(server, stream)
+                    if isinstance(event, ClientFinished):
+                        break
+                    if isinstance(event, ErrorReceived):
+                        log.warning("sync.peer_stopped", error=event.code, message=event.message)
+                        break
+                    assert isinstance(event, PullReceived)
+                    if not await self._db.read(sync_state.may_sync, peer_id):
+                        log.warning("sync.unauthorized")
+                        await stream.write(
+                            server.send_error(
+                                "unauthorized",
+                                "this node syncs only with trusted devices of its identity",
+                            )
+                        )
+                        break
+                    pull = event.pull
+                    page = await self._db.read(
+                        sync_state.ops_after, dict(pull.cursor), pull.max_ops, pull.max_bytes
+                    )
+                    heads = await self._db.read(sync_state.heads)
+                    await stream.write(server.batch(page.ops, heads, page.done))
+                    sent += len(page.ops)
+                if sent:
+                    log.info("sync.served", ops=sent)
+            except RemoteProtocolError as err:
+                log.warning("sync.bad_request", error=err.code, message=str(err))
+                await _write_quietly(stream, server.send_error(err.code, str(err)))
+            except trio.TooSlowError:
+                log.warning("sync.bad_request", error="timeout", after_s=READ_TIMEOUT_S)
+            except StreamError as err:
+                log.info("sync.stream_closed", message=str(err) or type(err).__name__)
+            finally:
+                await _close_quietly(stream)
+
+    # --- gossip ----------------------------------------------------------------------------
+
+    async def _announcer(self) -> None:
+        while True:
+            await self._changed.wait()
+            await trio.sleep(ANNOUNCE_COALESCE_S)
+            self._changed = trio.Event()
+            heads = await self._db.read(sync_state.heads)
+            frame = encode_announce(heads)
+            assert self._nursery is not None
+            for peer_id in self.connected_devices():
+                if await self._db.read(sync_state.may_sync, peer_id):
+                    self._nursery.start_soon(self._announce_to, peer_id, frame)
+
+    async def _announce_to(self, peer_id: str, frame: bytes) -> None:
+        with trio.move_on_after(ANNOUNCE_TIMEOUT_S):
+            try:
+                stream = await self._host.new_stream(
+                    ID.from_base58(peer_id), [TProtocol(GOSSIP_PROTOCOL_ID)]
+                )
+                try:
+                    await stream.write(frame)
+                finally:
+                    await _close_quietly(stream)
+            except (StreamError, BaseLibp2pError, OSError) as err:
+                # A hint only: anti-entropy catches what a lost announcement misses.
+                log.debug("gossip.announce_failed", peer_id=peer_id, error=str(err))
+
+    async def serve_gossip(self, stream: INetStream) -> None:
+        """Take one announcement (the handler of GOSSIP_PROTOCOL_ID): pull if we are behind."""
+        peer_id = str(stream.muxed_conn.peer_id)
+        reader = AnnounceReader()
+        try:
+            with trio.fail_after(READ_TIMEOUT_S):
+                while True:
+                    event = reader.next_event()
+                    if not isinstance(event, NeedData):
+                        break
+                    reader.receive_data(await _read(stream, GOSSIP_MAX_FRAME))
+        except (RemoteProtocolError, StreamError, trio.TooSlowError) as err:
+            log.info("gossip.bad_announce", peer_id=peer_id, error=str(err) or type(err).__name__)
+            return
+        finally:
+            await _close_quietly(stream)
+        if not await self._db.read(sync_state.may_sync, peer_id):
+            return
+        theirs = dict(event.heads)
+        await self._db.write(sync_state.record_peer_heads, peer_id, theirs)
+        if behind(await self._db.read(sync_state.heads), theirs):
+            self.request(peer_id)
+
+
+def _stop_refused(refused: tuple[Any, ...], heads: Any, stopped: dict[str, int]) -> bool:
+    """Log each device's first refused op and stop asking for that device; True if new."""
+    new = False
+    for refusal in refused:
+        if refusal.device in stopped:
+            continue
+        log.warning(
+            "sync.op_refused",
+            op_id=refusal.op_id,
+            device=refusal.device,
+            seq=refusal.seq,
+            error=refusal.error.code,
+            message=str(refusal.error),
+        )
+        stopped[refusal.device] = max(int(heads.get(refusal.device, 0)), refusal.seq)
+        new = True
+    return new
+
+
+async def _next_event(session: SyncClient | SyncServer, stream: INetStream) -> Any:
+    """The session's next event, reading the stream as needed."""
+    with trio.fail_after(READ_TIMEOUT_S):
+        while True:
+            event = session.next_event()
+            if not isinstance(event, NeedData):
+                return event
+            session.receive_data(await _read(stream, MAX_FRAME))
+
+
+async def _read(stream: INetStream, size: int) -> bytes:
+    try:
+        return await stream.read(size)
+    except StreamEOF:
+        return b""
+
+
+async def _write_quietly(stream: INetStream, data: bytes) -> None:
+    with trio.move_on_after(2):
+        with contextlib.suppress(StreamError):
+            await stream.write(data)
+
+
+async def _close_quietly(stream: INetStream) -> None:
+    with trio.move_on_after(2):
+        with contextlib.suppress(StreamError):
+            await stream.close()
+
+
+async def _reset_quietly(stream: INetStream) -> None:
+    with trio.move_on_after(2):
+        with contextlib.suppress(StreamError):
+            await stream.reset()
