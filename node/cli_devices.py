@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from node.errors import NodeError
 
-COMMANDS = ("device", "identity")
+COMMANDS = ("device", "identity", "sync")
 # A pairing code lives at most 10 minutes: long enough to walk to the other device and type a
 # command, short enough that a code seen over a shoulder soon stops working.
 MAX_CODE_TTL_S = 600  # node.pairing.MAX_CODE_TTL_S, which the node enforces
@@ -70,6 +71,16 @@ def add_commands(
         help="approve a device again (after a revocation cascaded to it)",
     )
     approve.add_argument("peer_id", metavar="PEER_ID")
+
+    sync = commands.add_parser(
+        "sync", parents=parents, help="syncing with your other devices: how far along it is"
+    )
+    sync_actions = sync.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sync_actions.add_parser(
+        "status",
+        parents=parents,
+        help="per peer: what it holds, how many ops we lack (lag), last sync and errors",
+    )
 
     identity = commands.add_parser("identity", parents=parents, help="the identity key: rotate it")
     identity_actions = identity.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -153,6 +164,33 @@ def _rotate(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def _sync_status(client: Any, args: argparse.Namespace) -> int:
+    def text(status: dict[str, Any]) -> None:
+        print(f"this vault holds {status['ops_held']} ops of {len(status['heads'])} device(s)")
+        if not status["peers"]:
+            print("no peer synced with yet")
+        for peer in status["peers"]:
+            state = "in sync" if peer["lag_ops"] == 0 else f"{peer['lag_ops']} ops behind it"
+            line = f"  {peer['peer_id']}  {state}, {peer['ops_received']} ops received"
+            if peer["last_success_ms"]:
+                line += f", last synced {_ago(peer['last_success_ms'])}"
+            if peer["consecutive_failures"]:
+                line += f"; {peer['consecutive_failures']} failure(s): {peer['last_error']}"
+            print(line)
+
+    _print(args, client.call("sync_status"), text)
+    return 0
+
+
+def _ago(ms: int) -> str:
+    seconds = max(0.0, time.time() - ms / 1000)
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
 def _pair(args: argparse.Namespace, data_dir: Path) -> int:
     from node.api_client import request_json
     from node.identity import load_public_identity
@@ -184,4 +222,5 @@ HANDLERS: dict[tuple[str, str], Callable[[Any, argparse.Namespace], int]] = {
     ("device", "revoke"): _revoke,
     ("device", "approve"): _approve,
     ("identity", "rotate"): _rotate,
+    ("sync", "status"): _sync_status,
 }

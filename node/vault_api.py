@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from node import device_ops, vault_ops
+from node import device_ops, sync_ops, vault_ops
 from node.database import Database
 from node.errors import NodeError
 from protocols.errors import ProtocolError
@@ -32,6 +32,10 @@ log = structlog.get_logger()
 # An import batch is a few hundred conversations; 32 MiB leaves room for long ones and still
 # bounds what one request can make the node hold in memory.
 MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+# The modules of command functions, each taking the database first.
+MODULES = {"vault": vault_ops, "device": device_ops, "sync": sync_ops}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,13 +52,11 @@ class VaultRoute:
     signer: bool = False  # gets the device's LocalSigner
     now: bool = False  # gets now_ms
     data_dir: bool = False  # gets the data directory (key files)
-    module: str = "vault"  # "vault": node/vault_ops.py; "device": node/device_ops.py
+    module: str = "vault"  # which of MODULES holds the function
 
     @property
     def function(self) -> Callable[..., Any]:
-        fn: Callable[..., Any] = getattr(
-            device_ops if self.module == "device" else vault_ops, self.op
-        )
+        fn: Callable[..., Any] = getattr(MODULES[self.module], self.op)
         return fn
 
     def path_params(self) -> list[str]:
@@ -99,6 +101,7 @@ ROUTES: tuple[VaultRoute, ...] = (
     VaultRoute(op="verify", method="GET", path="/v1/verify", now=True, timeout_s=3600.0),
     VaultRoute(op="state_hash", method="GET", path="/v1/state-hash"),
     VaultRoute(op="list_devices", method="GET", path="/v1/devices", signer=True, module="device"),
+    VaultRoute(op="sync_status", method="GET", path="/v1/sync/status", module="sync"),
     VaultRoute(
         op="plan_revocation",
         method="GET",
