@@ -242,7 +242,7 @@ class SyncService:
         """Answer a peer's pulls (the handler of SYNC_PROTOCOL_ID)."""
         peer_id = str(stream.muxed_conn.peer_id)
         server = SyncServer()
-        sent = 0
+        sent = sent_bytes = 0
         with structlog.contextvars.bound_contextvars(peer_id=peer_id, protocol=SYNC_PROTOCOL_ID):
             try:
                 while True:
@@ -267,10 +267,12 @@ class SyncService:
                         sync_state.ops_after, dict(pull.cursor), pull.max_ops, pull.max_bytes
                     )
                     heads = await self._db.read(sync_state.heads)
-                    await stream.write(server.batch(page.ops, heads, page.done))
+                    frame = server.batch(page.ops, heads, page.done)
+                    await stream.write(frame)
                     sent += len(page.ops)
+                    sent_bytes += len(frame)
                 if sent:
-                    log.info("sync.served", ops=sent)
+                    log.info("sync.served", ops=sent, bytes=sent_bytes)
             except RemoteProtocolError as err:
                 log.warning("sync.bad_request", error=err.code, message=str(err))
                 await _write_quietly(stream, server.send_error(err.code, str(err)))

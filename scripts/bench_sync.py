@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Sync benchmark: a freshly paired device catches up on a large history; one write reaching
+five devices.
+
+    .venv/bin/python scripts/bench_sync.py [--ops 100000] [--devices 5] [--trials 20]
+
+Device A (its own process, a real node) holds about --ops ops (a generated export imported
+straight to its data directory). Device B is paired with it (`init --join`) and started; the
+clock runs from B's start until B's heads equal A's, every op verified and persisted. Prints ops/s
+end to end, wire bytes per op (batch frames as A sent them, from its log), peak RSS of both
+processes (VmHWM), this machine's single-core Ed25519 verify rate measured in the same run and
+the ratio of the two. Targets: at least half the verify rate; peak RSS under 250 MB.
+
+Then --devices devices in all (A and the others it paired, each connected to A) and --trials
+writes on A (an ACU edit through A's control API): for each, the time until the last device
+logged applying it (log timestamps, so polling adds nothing). Prints p50 and p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import nacl.signing
+import trio
+
+from node.api_client import request_json
+from node.local_cluster import NodeProcess, node_command, start_node, stop_all
+
+TARGET_RSS_MB = 250.0
+OPS_PER_CONVERSATION = 21  # 10 exchanges, each answer with a code block: 20 ACUs + 1
+
+
+def export(path: Path, conversations: int) -> None:
+    items = []
+    for c in range(conversations):
+        messages = []
+        for m in range(10):
+            messages.append({"role": "user", "content": f"Question {m} of {c}?", "timestamp": c})
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": f"Answer {m} of {c}.\n\n```python\nprint({c}, {m})\n```\n",
+                    "timestamp": c,
+                }
+            )
+        items.append({"title": f"c{c}", "provider": "bench", "model": "m", "messages": messages})
+    path.write_text(json.dumps(items))
+
+
+def verify_rate(seconds: float = 1.0) -> float:
+    key = nacl.signing.SigningKey.generate()
+    signed = key.sign(b"x" * 300)
+    verify_key = key.verify_key
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(500):
+            verify_key.verify(signed)
+        count += 500
+    return count / (time.perf_counter() - started)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc status")
+
+
+def cli(*args: str) -> str:
+    result = subprocess.run(node_command(*args), capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        sys.exit(f"vivim-node {args[0]} failed:\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+async def heads(node: NodeProcess) -> dict[str, int]:
+    return dict((await node.api("/v1/sync/status"))["heads"])
+
+
+async def pair(first: NodeProcess, data_dir: Path) -> None:
+    code = json.loads(cli("device", "pair", "--data-dir", str(first.data_dir), "--json"))["code"]
+    cli("init", "--join", code, "--data-dir", str(data_dir))
+
+
+def log_records(node: NodeProcess, event: str) -> list[dict[str, Any]]:
+    found = []
+    for line in node.stderr_path.read_text().splitlines():
+        if line.startswith("{") and f'"{event}"' in line:
+            record = json.loads(line)
+            if record.get("event") == event:
+                found.append(record)
+    return found
+
+
+def stamp(record: dict[str, Any]) -> float:
+    return datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00")).timestamp()
+
+
+async def catch_up(base: Path, ops: int) -> dict[str, Any]:
+    holder = base / "a"
+    cli("init", "--data-dir", str(holder))
+    bulk = base / "bulk.json"
+    export(bulk, max(1, ops // OPS_PER_CONVERSATION))
+    print(f"importing about {ops} ops into A...", file=sys.stderr)
+    cli("import", str(bulk), "--data-dir", str(holder))
+    nodes: list[NodeProcess] = []
+    try:
+        a = await start_node("a", holder)
+        nodes.append(a)
+        await pair(a, base / "b")
+        rate = verify_rate()
+        target = (await heads(a))[a.peer_id]
+        print(f"B syncs {target} ops from A...", file=sys.stderr)
+        started = time.perf_counter()
+        b = await start_node("b", base / "b")
+        nodes.append(b)
+        with trio.fail_after(3600):
+            while (await heads(b)).get(a.peer_id, 0) < target:
+                await trio.sleep(0.1)
+        elapsed = time.perf_counter() - started
+        served = log_records(a, "sync.served")
+        wire = sum(int(r["bytes"]) for r in served)
+        sent = sum(int(r["ops"]) for r in served)
+        ops_per_s = target / elapsed
+        return {
+            "ops": target,
+            "sync_s": round(elapsed, 2),
+            "ops_per_s": round(ops_per_s),
+            "wire_bytes_per_op": round(wire / max(sent, 1)),
+            "peak_rss_mb": {
+                "a": round(peak_rss_mb(a.process.pid)),
+                "b": round(peak_rss_mb(b.process.pid)),
+            },
+            "ed25519_verifies_per_s": round(rate),
+            "ratio_to_verify_rate": round(ops_per_s / rate, 3),
+        }
+    finally:
+        await stop_all(nodes)
+
+
+async def spread(base: Path, devices: int, trials: int) -> dict[str, Any]:
+    nodes: list[NodeProcess] = []
+    try:
+        a = await start_node("a", base / "a")
+        nodes.append(a)
+        for n in range(1, devices):
+            await pair(a, base / f"d{n}")
+            nodes.append(await start_node(f"d{n}", base / f"d{n}"))
+        others = nodes[1:]
+        with trio.fail_after(60):
+            while True:
+                want = await heads(a)
+                if [await heads(o) for o in others] == [want] * len(others):
+                    break
+                await trio.sleep(0.2)
+        acu = (await a.api("/v1/acus?limit=1"))["acus"][0]["id"]
+        latencies = []
+        for trial in range(trials):
+            before = [len(log_records(o, "sync.completed")) for o in others]
+            written = time.time()
+            result = await trio.to_thread.run_sync(
+                partial(
+                    request_json,
+                    a.data_dir,
+                    "POST",
+                    f"/v1/acus/{acu}/edit",
+                    {"content": f"edit {trial}"},
+                )
+            )
+            acu = result.get("id", acu) if isinstance(result, dict) else acu
+            target = (await heads(a))[a.peer_id]
+            with trio.fail_after(30):
+                while min([(await heads(o)).get(a.peer_id, 0) for o in others]) < target:
+                    await trio.sleep(0.02)
+            arrivals = []
+            for o, count in zip(others, before, strict=True):
+                records = log_records(o, "sync.completed")[count:]
+                arrivals.append(max(stamp(r) for r in records) if records else time.time())
+            latencies.append((max(arrivals) - written) * 1000)
+            await trio.sleep(0.2)
+        latencies.sort()
+        return {
+            "devices": devices,
+            "trials": trials,
+            "p50_ms": round(statistics.median(latencies), 1),
+            "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
+        }
+    finally:
+        await stop_all(nodes)
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="vivim-bench-sync-") as tmp:
+        base = Path(tmp)
+        figures: dict[str, Any] = {"benchmark": "sync"}
+        figures["catch_up"] = await catch_up(base, args.ops)
+        figures["one_write_to_all"] = await spread(base, args.devices, args.trials)
+        catch = figures["catch_up"]
+        figures["targets"] = {"ratio_to_verify_rate": 0.5, "peak_rss_mb": TARGET_RSS_MB}
+        figures["within_targets"] = (
+            catch["ratio_to_verify_rate"] >= 0.5
+            and max(catch["peak_rss_mb"].values()) < TARGET_RSS_MB
+        )
+        print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ops", type=int, default=100_000)
+    parser.add_argument("--devices", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=20)
+    trio.run(main, parser.parse_args())
