@@ -36,7 +36,7 @@ from protocols.trust import DeviceNotTrusted
 from store.database import write_transaction
 from store.identity import DeviceRow, list_devices
 from store.trust_state import TRUST_ENTITY_TYPES, certificates_of, load_trust, rotations_of
-from store.vault_fold import refold
+from store.vault_fold import fold_entity, fold_op, refold, write_folded
 from store.vault_log import (
     OP_INSERT,
     ChainHead,
@@ -119,6 +119,7 @@ class _Applier:
             device for (device,) in conn.execute("SELECT DISTINCT device FROM pending_op")
         }
         self._known: set[str] = set()
+        self._fresh: set[str] = set()  # entities of the batch with no stored op yet
         self._applied: list[str] = []
         self._duplicates: list[str] = []
         self._parked: list[str] = []
@@ -132,6 +133,8 @@ class _Applier:
             else:
                 batch[op.id] = op
         self._known = self._stored_or_parked(list(batch))
+        entities = {op.entity_id for op in batch.values()}
+        self._fresh = entities - self._entities_with_ops(entities)
         for op in sorted(batch.values(), key=lambda op: (op.device, op.seq, op.id)):
             if op.id in self._known:
                 self._duplicates.append(op.id)
@@ -238,7 +241,15 @@ class _Applier:
     def _write(self, op: SyncOperation) -> None:
         """Store a checked op, fold its entity, advance its chain head."""
         self._conn.execute(OP_INSERT, op_row(op, self._now_ms))
-        refold(self._conn, op.entity_type, op.entity_id)
+        if op.entity_id in self._fresh and op.entity_type not in TRUST_ENTITY_TYPES:
+            # Its only op is this one (a catching-up device's common case): fold it as it is,
+            # rather than read it back from the log; the same fold, so the same rows.
+            self._fresh.discard(op.entity_id)
+            folded = fold_entity(op.entity_type, op.entity_id, [fold_op(op)])
+            write_folded(self._conn, op.entity_type, op.entity_id, folded)
+        else:
+            self._fresh.discard(op.entity_id)
+            refold(self._conn, op.entity_type, op.entity_id)
         if op.entity_type in TRUST_ENTITY_TYPES:
             self._devices = {device.peer_id: device for device in self._load_devices()}
         head = self._head(op.device)
@@ -287,6 +298,19 @@ class _Applier:
 
     def _refuse(self, op_id: str, device: str, seq: int, error: ProtocolError) -> None:
         self._refused.append(RefusedOp(op_id=op_id, device=device, seq=seq, error=error))
+
+    def _entities_with_ops(self, entity_ids: set[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in chunks(sorted(entity_ids)):
+            found.update(
+                entity_id
+                for (entity_id,) in self._conn.execute(
+                    "SELECT DISTINCT entity_id FROM sync_operation"
+                    f" WHERE entity_id IN ({placeholders(len(chunk))})",
+                    chunk,
+                )
+            )
+        return found
 
     def _stored_or_parked(self, op_ids: list[str]) -> set[str]:
         found: set[str] = set()
