@@ -201,20 +201,20 @@ class SyncService:
             assert isinstance(event, BatchReceived)
             batch = event.batch
             try:
-                ops = sync_state.decode_ops(batch.ops)
+                # Decoding is CPU work too: on the writer thread, off the event loop.
+                result = await self._db.write(
+                    partial(
+                        _decode_and_apply,
+                        wires=batch.ops,
+                        peer_id=peer_id,
+                        peer_heads=dict(batch.heads),
+                        now_ms=now_ms(),
+                        local_device=self._local,
+                    )
+                )
             except MalformedInput as err:
                 await stream.write(client.send_error("malformed", str(err)))
                 raise
-            result = await self._db.write(
-                partial(
-                    sync_state.apply_batch,
-                    ops=ops,
-                    peer_id=peer_id,
-                    peer_heads=dict(batch.heads),
-                    now_ms=now_ms(),
-                    local_device=self._local,
-                )
-            )
             applied += result.applied
             batches += 1
             newly_stopped = _stop_refused(result.refused, batch.heads, stopped)
@@ -333,6 +333,25 @@ class SyncService:
         await self._db.write(sync_state.record_peer_heads, peer_id, theirs)
         if behind(await self._db.read(sync_state.heads), theirs):
             self.request(peer_id)
+
+
+def _decode_and_apply(
+    db: Any,
+    *,
+    wires: tuple[bytes, ...],
+    peer_id: str,
+    peer_heads: dict[str, int],
+    now_ms: int,
+    local_device: str,
+) -> sync_state.BatchResult:
+    return sync_state.apply_batch(
+        db,
+        sync_state.decode_ops(wires),
+        peer_id=peer_id,
+        peer_heads=peer_heads,
+        now_ms=now_ms,
+        local_device=local_device,
+    )
 
 
 def _stop_refused(refused: tuple[Any, ...], heads: Any, stopped: dict[str, int]) -> bool:

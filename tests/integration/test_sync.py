@@ -209,3 +209,53 @@ async def test_revoking_a_device_stops_its_writes_and_what_it_receives_everywher
         await verify(node)
     titles = {c["title"] for c in (await third.api("/v1/conversations"))["conversations"]}
     assert "news" not in titles
+
+
+async def device_statuses(node: NodeProcess) -> tuple[int, dict[str, str]]:
+    listing = await run_cli("device", "list", "--json", "--data-dir", str(node.data_dir))
+    data = json.loads(listing.stdout)
+    return data["identity_key_version"], {d["peer_id"]: d["status"] for d in data["devices"]}
+
+
+async def wait_statuses(nodes: list[NodeProcess], want: dict[str, str], version: int) -> None:
+    with trio.fail_after(CONVERGE_TIMEOUT_S):
+        for node in nodes:
+            while True:
+                key_version, statuses = await device_statuses(node)
+                if key_version == version and all(statuses.get(p) == s for p, s in want.items()):
+                    break
+                await trio.sleep(0.1)
+
+
+async def test_cascade_reapproval_and_key_rotation_take_effect_on_every_device(
+    start: StartNode, tmp_path: Path
+) -> None:
+    first = await start("device-0")
+    joined = await join(tmp_path / "device-1", await pair_code(first))
+    assert joined.returncode == 0, joined.stderr.decode()
+    second = await start("device-1")
+    joined = await join(tmp_path / "device-2", await pair_code(second))
+    assert joined.returncode == 0, joined.stderr.decode()
+    # Approved by the second, which it dials; told the first's address too, as a person would.
+    third = await start("device-2", bootstrap=[first.addr])
+    nodes = [first, second, third]
+    trusted = {n.peer_id: "trusted" for n in nodes}
+    await wait_statuses(nodes, trusted, 1)
+
+    revoked = await run_cli(
+        "device", "revoke", second.peer_id, "--yes", "--json", "--data-dir", str(first.data_dir)
+    )
+    assert revoked.returncode == 0, revoked.stderr.decode()
+    assert json.loads(revoked.stdout)["cascade"] == [third.peer_id]
+    cascaded = {first.peer_id: "trusted", second.peer_id: "revoked", third.peer_id: "untrusted"}
+    await wait_statuses([first], cascaded, 1)
+
+    approved = await run_cli("device", "approve", third.peer_id, "--data-dir", str(first.data_dir))
+    assert approved.returncode == 0, approved.stderr.decode()
+    rotated = await run_cli("identity", "rotate", "--data-dir", str(first.data_dir))
+    assert rotated.returncode == 0, rotated.stderr.decode()
+    # The first serves the third again once it trusts it again: both end with the same trust
+    # state and key version, and the same vault.
+    after = {first.peer_id: "trusted", second.peer_id: "revoked", third.peer_id: "trusted"}
+    await wait_statuses([first, third], after, 2)
+    assert await wait_converged([first, third])
