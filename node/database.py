@@ -60,6 +60,11 @@ from store.vault_sql import connection
 # little at a time (sync batches, API lookups); two threads keep one slow read from stalling the
 # rest while keeping per-connection page caches (up to ~2 MB each) within the node's RSS budget.
 READER_THREADS: Final = 2
+# A reader's page cache (KiB; SQLite's negative cache_size). The writer keeps the store's 64 MiB
+# (store.database), which an import fills; readers mostly scan (a peer catching up reads the
+# whole log once), and three connections at 64 MiB each pushed a node serving a 100k-op sync to
+# ~300 MB of RSS (scripts/bench_sync.py).
+READER_CACHE_KIB: Final = 16 * 1024
 
 # How long aclose waits for running jobs before interrupting them (shutdown must stay < 3 s).
 CLOSE_TIMEOUT_S = 1.0
@@ -245,6 +250,7 @@ class Database(trio.abc.AsyncResource):
             if db.is_closed():  # this thread's first read
                 db.connect()
                 execute_sql(db, "PRAGMA query_only = 1")
+                execute_sql(db, f"PRAGMA cache_size = -{READER_CACHE_KIB:d}")
                 self._connections.add(connection(db))
             _interrupt_on_cancel(connection(db))
             with db.atomic():
