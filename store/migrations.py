@@ -374,11 +374,32 @@ def _v4_sync(db: SqliteDatabase) -> None:
     )
 
 
+def _v5_revoked_acus(db: SqliteDatabase) -> None:
+    """An ACU may be removed only when the op that created it stopped counting: its device was
+    revoked (or a revocation cascaded to it) with a cut below that op, which this vault stored
+    before it knew (store.vault_fold.rebuild). Every other DELETE is still refused."""
+    for statement in (
+        "DROP TRIGGER acu_no_delete",
+        """
+        CREATE TRIGGER acu_no_delete BEFORE DELETE ON acu
+        WHEN NOT EXISTS (
+            SELECT 1 FROM sync_operation AS o JOIN device AS d ON d.peer_id = o.device
+            WHERE o.id = OLD.create_op_id AND d.cut_seq IS NOT NULL AND o.seq > d.cut_seq
+        )
+        BEGIN
+            SELECT RAISE(ABORT, 'an ACU is never deleted: ACUs are immutable');
+        END
+        """,
+    ):
+        execute_sql(db, statement)
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v1_identity_devices_peers,
     _v2_vault,
     _v3_trust,
     _v4_sync,
+    _v5_revoked_acus,
 )
 
 # The schema version this build writes and understands.

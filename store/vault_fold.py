@@ -48,6 +48,7 @@ from protocols.vault_records import SharingLevel, link_id
 from store.trust_state import TRUST_ENTITY_TYPES, refresh_trust
 from store.vault_sql import (
     ACU_COLUMNS,
+    EFFECTIVE_OPS,
     ENTITY_TABLES,
     LINK_COLUMNS,
     MESSAGE_COLUMNS,
@@ -276,9 +277,10 @@ def link_row(entity_id: str, create: FoldOp) -> Row:
 
 
 def load_entity_ops(conn: sqlite3.Connection, entity_type: str, entity_id: str) -> list[FoldOp]:
-    """Every stored op of one entity."""
+    """Every stored op of one entity that counts (EFFECTIVE_OPS)."""
     rows = conn.execute(
-        f"SELECT {FOLD_COLUMNS} FROM sync_operation WHERE entity_id = ? AND entity_type = ?",
+        f"SELECT {FOLD_COLUMNS} FROM sync_operation WHERE entity_id = ? AND entity_type = ?"
+        f" AND {EFFECTIVE_OPS}",
         (entity_id, entity_type),
     )
     return [fold_op_from_row(row) for row in rows]
@@ -292,10 +294,70 @@ def refold(conn: sqlite3.Connection, entity_type: str, entity_id: str) -> Folded
     (store.trust_state), which is small.
     """
     if entity_type in TRUST_ENTITY_TYPES:
+        before = _cuts(conn)
         refresh_trust(conn)
+        _rebuild_past_changed_cuts(conn, before, _cuts(conn))
         return NOTHING
     folded = fold_entity(entity_type, entity_id, load_entity_ops(conn, entity_type, entity_id))
     write_folded(conn, entity_type, entity_id, folded)
+    return folded
+
+
+def _cuts(conn: sqlite3.Connection) -> dict[str, int | None]:
+    return {device: cut for device, cut in conn.execute("SELECT peer_id, cut_seq FROM device")}
+
+
+def _rebuild_past_changed_cuts(
+    conn: sqlite3.Connection, before: dict[str, int | None], after: dict[str, int | None]
+) -> None:
+    """A trust change moved some devices' cuts (a revocation, a re-approval): the entities their
+    ops past the lower of the two cuts touched are folded again from scratch, so ops a vault
+    stored before it knew of a revocation stop counting, and count again after a re-approval."""
+    for device in sorted(before.keys() | after.keys()):
+        old, new = before.get(device), after.get(device)
+        if old == new:
+            continue
+        lowest = min(c for c in (old, new) if c is not None)
+        touched = conn.execute(
+            "SELECT DISTINCT entity_type, entity_id FROM sync_operation"
+            " WHERE device = ? AND seq > ? AND entity_type IN ('conversation', 'acu', 'acu_link')"
+            " ORDER BY entity_type, entity_id",
+            (device, lowest),
+        ).fetchall()
+        for entity_type, entity_id in touched:
+            rebuild(conn, entity_type, entity_id)
+
+
+def rebuild(conn: sqlite3.Connection, entity_type: str, entity_id: str) -> Folded:
+    """Remove what the tables hold of one entity and write its fold afresh: for a state that
+    may move backwards (ops that stopped counting), which `write_folded` never does."""
+    carried: list[str] = []
+    if entity_type == "conversation":
+        conn.execute("DELETE FROM message WHERE conversation_id = ?", (entity_id,))
+        conn.execute("DELETE FROM conversation WHERE id = ?", (entity_id,))
+    elif entity_type == "acu":
+        carried = [
+            link
+            for (link,) in conn.execute(
+                "SELECT id FROM acu_link WHERE source = ? AND create_op_id IN"
+                " (SELECT id FROM sync_operation WHERE entity_type = 'acu' AND entity_id = ?)",
+                (entity_id, entity_id),
+            )
+        ]
+        conn.executemany("DELETE FROM acu_link WHERE id = ?", [(link,) for link in carried])
+        # The trigger lets an ACU go only when its create op stopped counting (migration 5).
+        conn.execute("DELETE FROM acu WHERE id = ?", (entity_id,))
+    elif not _carried_by_an_acu(conn, entity_id):
+        conn.execute("DELETE FROM acu_link WHERE id = ?", (entity_id,))
+    conn.execute(
+        "DELETE FROM tombstone WHERE entity_type = ? AND entity_id = ?", (entity_type, entity_id)
+    )
+    folded = fold_entity(entity_type, entity_id, load_entity_ops(conn, entity_type, entity_id))
+    write_folded(conn, entity_type, entity_id, folded)
+    for link in carried:
+        # A link the ACU no longer carries may still be made by acu_link ops of its own.
+        if conn.execute("SELECT 1 FROM acu_link WHERE id = ?", (link,)).fetchone() is None:
+            refold(conn, "acu_link", link)
     return folded
 
 

@@ -87,6 +87,14 @@ TOMBSTONE_COLUMNS: Final = ("entity_type", "entity_id", "op_id", "hlc_packed", "
 
 # Entity type -> (materialized table, its columns). Messages have a table but are not an entity
 # type: they are folded from their conversation's ops (store.vault_fold).
+# The ops that count (store/TRUST_DESIGN.md, cuts): all but those of a device that is no longer
+# trusted past its cut. Such ops are refused once the revocation is known; this keeps out those a
+# vault stored before it knew, so that every replica folds the same ops whatever the order.
+EFFECTIVE_OPS: Final = (
+    "NOT EXISTS (SELECT 1 FROM device AS d WHERE d.peer_id = sync_operation.device"
+    " AND d.cut_seq IS NOT NULL AND sync_operation.seq > d.cut_seq)"
+)
+
 ENTITY_TABLES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "conversation": ("conversation", CONVERSATION_COLUMNS),
     "acu": ("acu", ACU_COLUMNS),

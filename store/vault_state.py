@@ -32,6 +32,7 @@ from store.vault_payloads import check_payload
 from store.vault_sql import (
     ACU_COLUMNS,
     CONVERSATION_COLUMNS,
+    EFFECTIVE_OPS,
     ENTITY_TABLES,
     LINK_COLUMNS,
     MESSAGE_COLUMNS,
@@ -317,7 +318,7 @@ def _replay(
     """Each entity of `entity_type` with ops (other than `bad_ops`), by id, as its ops fold."""
     ops = connection(db).execute(
         f"SELECT entity_id, {FOLD_COLUMNS} FROM sync_operation WHERE entity_type = ?"
-        " ORDER BY entity_id",
+        f" AND {EFFECTIVE_OPS} ORDER BY entity_id",
         (entity_type,),
     )
     for entity_id, group in itertools.groupby(ops, key=lambda row: row[0]):

@@ -159,9 +159,12 @@ def test_an_op_of_a_device_the_vault_does_not_know_is_found(
     assert {p.op_id for p in problems if p.op_id} == {op.id for op in stored_ops(db)}
 
 
-def test_ops_past_a_revoked_devices_cut_are_checked_like_the_others(
+def test_the_replay_leaves_out_ops_past_a_revoked_devices_cut(
     db: peewee.SqliteDatabase, owner: Owner
 ) -> None:
-    # Applied before the revocation reached this vault (after it, they are refused).
+    # A cut set behind the fold's back: the rows those ops made are no longer what the log
+    # gives (a real revocation folds them away: test_store_revocation_race.py). Their
+    # signatures and chains still check out.
     execute_sql(db, "UPDATE device SET status = 'revoked', cut_seq = 1")
-    assert verify_vault(db, NOW) == []
+    kinds = {p.kind for p in verify_vault(db, NOW)}
+    assert kinds and kinds <= {"row_unexpected"}
