@@ -21,8 +21,11 @@ when to sync.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import Any
 
@@ -42,6 +45,7 @@ from protocols.gossip import MAX_FRAME as GOSSIP_MAX_FRAME
 from protocols.sync import (
     MAX_FRAME,
     SYNC_PROTOCOL_ID,
+    Batch,
     BatchReceived,
     ClientFinished,
     ErrorReceived,
@@ -54,9 +58,12 @@ from store import sync_state
 
 log = structlog.get_logger()
 
-# Per pull: large enough that a round trip is a small part of a batch's cost, small enough that
-# a batch's transaction and memory stay short (a 100k-op history is 100 batches).
-PULL_MAX_OPS = 1000
+# Per pull, and so per transaction: each commit rewrites the pages of the indexes keyed by
+# random content ids that the batch touched, so larger batches cost less per op. Measured with
+# scripts/bench_sync.py (100k ops): 1000 ops / 2 MiB 3.9k ops/s; 2000 / 2 MiB 4.7k ops/s at
+# 216/207 MB peak RSS; 4000 / 4 MiB (the protocol's bound) 5.3k ops/s but 232/237 MB, too
+# close to the 250 MB budget. Two batches are in memory at once (one applied, one arriving).
+PULL_MAX_OPS = 2000
 PULL_MAX_BYTES = 2 * 1024 * 1024
 # A peer that does not answer a read within this is given up on for this sync.
 READ_TIMEOUT_S = 30.0
@@ -96,14 +103,18 @@ class SyncService:
         self._running: set[str] = set()
         self._again: set[str] = set()
         self._changed = trio.Event()
+        self._checker = OpChecker()
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; started (`nursery.start`) once syncs can be requested."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._announcer)
-            nursery.start_soon(self._anti_entropy)
-            task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._announcer)
+                nursery.start_soon(self._anti_entropy)
+                task_status.started()
+        finally:
+            self._checker.close()
 
     # --- when ------------------------------------------------------------------------------
 
@@ -189,43 +200,62 @@ class SyncService:
         return applied
 
     async def _pull_batches(self, peer_id: str, stream: INetStream, client: SyncClient) -> int:
+        """Pull and apply until the peer has nothing more, one batch ahead: while the writer
+        applies batch n, batch n + 1 (asked for with the cursor batch n will leave) arrives and
+        the checking process checks it, so the two cores work at once."""
         # Devices whose chain stopped at a refused op: asked for no more in this sync.
         stopped: dict[str, int] = {}
-        applied = batches = 0
-        while True:
-            cursor = {**await self._db.read(sync_state.heads), **stopped}
-            await stream.write(client.pull(cursor, PULL_MAX_OPS, PULL_MAX_BYTES))
-            event = await _next_event(client, stream)
-            if isinstance(event, ErrorReceived):
-                raise SyncFailed(f"the peer refused: {event.message} ({event.code})")
-            assert isinstance(event, BatchReceived)
-            batch = event.batch
-            try:
-                # Decoding is CPU work too: on the writer thread, off the event loop.
-                result = await self._db.write(
-                    partial(
-                        _decode_and_apply,
-                        wires=batch.ops,
-                        peer_id=peer_id,
-                        peer_heads=dict(batch.heads),
-                        now_ms=now_ms(),
-                        local_device=self._local,
+        applied = batches = idle = 0
+        cursor: dict[str, int] = {**await self._db.read(sync_state.heads)}
+        await stream.write(client.pull(cursor, PULL_MAX_OPS, PULL_MAX_BYTES))
+        batch, future = await self._receive(client, stream)
+        try:
+            while True:
+                try:
+                    checked = await self._checker.result(future)
+                except MalformedInput as err:
+                    await stream.write(client.send_error("malformed", str(err)))
+                    raise
+                following: dict[str, Any] = {}
+                if not batch.done:
+                    cursor = {**cursor, **checked.last_seqs, **stopped}
+                    await stream.write(client.pull(cursor, PULL_MAX_OPS, PULL_MAX_BYTES))
+                try:
+                    async with trio.open_nursery() as nursery:
+                        if not batch.done:
+                            nursery.start_soon(self._receive_into, client, stream, following)
+                        result = await self._db.write(
+                            partial(
+                                sync_state.apply_checked_batch,
+                                wires=batch.ops,
+                                verdicts=checked.verdicts,
+                                peer_id=peer_id,
+                                peer_heads=dict(batch.heads),
+                                now_ms=now_ms(),
+                                local_device=self._local,
+                            )
+                        )
+                except BaseExceptionGroup as group:
+                    raise _first_error(group) from None
+                applied += result.applied
+                batches += 1
+                newly_stopped = _stop_refused(result.refused, batch.heads, stopped)
+                if batches % PROGRESS_EVERY == 0:
+                    lag = sum(max(0, s - result.heads.get(d, 0)) for d, s in batch.heads.items())
+                    log.info("sync.progress", applied=applied, batches=batches, lag=lag)
+                if batch.done:
+                    break
+                # A batch that moves nothing (the one asked for before a refusal may hold only
+                # the stopped device's ops) is allowed once; twice, the peer ignores our cursor.
+                idle = 0 if result.applied or newly_stopped else idle + 1
+                if idle > 1:
+                    raise SyncFailed(
+                        "the peer keeps sending batches that do not advance our cursor"
                     )
-                )
-            except MalformedInput as err:
-                await stream.write(client.send_error("malformed", str(err)))
-                raise
-            applied += result.applied
-            batches += 1
-            newly_stopped = _stop_refused(result.refused, batch.heads, stopped)
-            if batches % PROGRESS_EVERY == 0:
-                lag = sum(max(0, s - result.heads.get(d, 0)) for d, s in batch.heads.items())
-                log.info("sync.progress", applied=applied, batches=batches, lag=lag)
-            if batch.done:
-                break
-            if not result.applied and not newly_stopped:
-                # Nothing moved our cursor: pulling again would get the same batch.
-                raise SyncFailed("the peer sent a batch that did not advance our cursor")
+                cursor.update(stopped)
+                batch, future = following["batch"], following["future"]
+        finally:
+            future.cancel()
         if stopped:
             await stream.write(
                 client.send_error(
@@ -235,6 +265,21 @@ class SyncService:
         else:
             client.finish()
         return applied
+
+    async def _receive(
+        self, client: SyncClient, stream: INetStream
+    ) -> tuple[Batch, Future[sync_state.CheckedBatch]]:
+        """The next batch, already handed to the checking process."""
+        event = await _next_event(client, stream)
+        if isinstance(event, ErrorReceived):
+            raise SyncFailed(f"the peer refused: {event.message} ({event.code})")
+        assert isinstance(event, BatchReceived)
+        return event.batch, self._checker.submit(event.batch.ops)
+
+    async def _receive_into(
+        self, client: SyncClient, stream: INetStream, into: dict[str, Any]
+    ) -> None:
+        into["batch"], into["future"] = await self._receive(client, stream)
 
     # --- the server ------------------------------------------------------------------------
 
@@ -335,23 +380,45 @@ class SyncService:
             self.request(peer_id)
 
 
-def _decode_and_apply(
-    db: Any,
-    *,
-    wires: tuple[bytes, ...],
-    peer_id: str,
-    peer_heads: dict[str, int],
-    now_ms: int,
-    local_device: str,
-) -> sync_state.BatchResult:
-    return sync_state.apply_batch(
-        db,
-        sync_state.decode_ops(wires),
-        peer_id=peer_id,
-        peer_heads=peer_heads,
-        now_ms=now_ms,
-        local_device=local_device,
-    )
+class OpChecker:
+    """A second process for the checks of received ops that need no vault (decoding, the
+    signature, the payload rules: store.sync_state.check_wires), so that they run on the other
+    core while this process applies; about half of an op's cost (scripts/bench_sync.py).
+    Started on first use ("spawn": a fresh interpreter, whatever threads this one has), and
+    again after it died."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    def submit(self, wires: tuple[bytes, ...]) -> Future[sync_state.CheckedBatch]:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._pool.submit(sync_state.check_wires, wires)
+
+    async def result(self, future: Future[sync_state.CheckedBatch]) -> sync_state.CheckedBatch:
+        try:
+            # trio-typing's stubs predate abandon_on_cancel (trio >= 0.23 has it).
+            return await trio.to_thread.run_sync(future.result, abandon_on_cancel=True)  # type: ignore[call-arg]
+        except BrokenProcessPool as err:
+            self._pool = None
+            raise SyncFailed("the op-checking process died; the next sync starts another") from err
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a nursery of ours wrapped: callers handle the error, not the group."""
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            return _first_error(error)
+        if not isinstance(error, trio.Cancelled):
+            return error
+    return group.exceptions[0]
 
 
 def _stop_refused(refused: tuple[Any, ...], heads: Any, stopped: dict[str, int]) -> bool:

@@ -8,8 +8,9 @@ Device A (its own process, a real node) holds about --ops ops (a generated expor
 straight to its data directory). Device B is paired with it (`init --join`) and started; the
 clock runs from B's start until B's heads equal A's, every op verified and persisted. Prints ops/s
 end to end, wire bytes per op (batch frames as A sent them, from its log), peak RSS of both
-processes (VmHWM), this machine's single-core Ed25519 verify rate measured in the same run and
-the ratio of the two. Targets: at least half the verify rate; peak RSS under 250 MB.
+processes and of B's op-checking process (VmHWM), this machine's single-core Ed25519 verify
+rate measured in the same run and the ratio of the two. Targets: at least half the verify
+rate; peak RSS under 250 MB.
 
 Then, on a small identity of its own, --devices devices (one and the others it paired, each
 connected to it) and --trials writes on the first (an ACU edit through its control API): for
@@ -77,6 +78,20 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM in /proc status")
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (B's op-checking process, node/sync.py)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("PPid:") and int(line.split()[1]) == pid:
+                found.append(int(status.parent.name))
+    return found
+
+
 def cli(*args: str) -> str:
     result = subprocess.run(node_command(*args), capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -129,6 +144,10 @@ async def catch_up(base: Path, ops: int) -> dict[str, Any]:
             while (await heads(b)).get(a.peer_id, 0) < target:
                 await trio.sleep(0.1)
         elapsed = time.perf_counter() - started
+        # A logs what it served when B's session ends, just after B's last commit.
+        with trio.move_on_after(10):
+            while not log_records(a, "sync.served"):
+                await trio.sleep(0.1)
         served = log_records(a, "sync.served")
         wire = sum(int(r["bytes"]) for r in served)
         sent = sum(int(r["ops"]) for r in served)
@@ -141,6 +160,9 @@ async def catch_up(base: Path, ops: int) -> dict[str, Any]:
             "peak_rss_mb": {
                 "a": round(peak_rss_mb(a.process.pid)),
                 "b": round(peak_rss_mb(b.process.pid)),
+                "b_checker": round(
+                    max((peak_rss_mb(p) for p in children(b.process.pid)), default=0)
+                ),
             },
             "ed25519_verifies_per_s": round(rate),
             "ratio_to_verify_rate": round(ops_per_s / rate, 3),

@@ -18,11 +18,12 @@ from typing import cast
 
 from peewee import SqliteDatabase
 
-from protocols.errors import MalformedInput
-from protocols.oplog import SyncOperation
+from protocols.errors import MalformedInput, ProtocolError, RemoteProtocolError
+from protocols.oplog import SyncOperation, op_from_checked_wire, verify_signature
 from store.database import write_transaction
 from store.trust_state import vault_did
 from store.vault_apply import ApplyReport, RefusedOp, apply_ops
+from store.vault_payloads import check_payload
 from store.vault_sql import connection
 
 
@@ -101,12 +102,15 @@ def apply_batch(
     peer_heads: Mapping[str, int],
     now_ms: int,
     local_device: str,
+    checked: Mapping[str, ProtocolError | None] | None = None,
 ) -> BatchResult:
     """Apply a batch from `peer_id` and record it, in one transaction: the ops, our chain heads
     (the cursor) and the peer's row advance together or not at all. Nothing is parked: after a
     refused op, the rest of its device's ops in the batch are refused too (`SequenceGap`)."""
     with write_transaction(db):
-        report: ApplyReport = apply_ops(db, ops, now_ms, local_device=local_device, park=False)
+        report: ApplyReport = apply_ops(
+            db, ops, now_ms, local_device=local_device, park=False, checked=checked
+        )
         conn = connection(db)
         conn.execute(
             "INSERT INTO sync_cursor (peer_id, peer_heads, ops_received, last_attempt_ms)"
@@ -194,6 +198,79 @@ def sync_status(db: SqliteDatabase) -> tuple[dict[str, int], list[PeerSync]]:
                 )
             )
     return ours, peers
+
+
+# What a checking process says of one op: None (decodes, signature holds, payload follows the
+# rules), or its error's (code, message).
+Verdict = tuple[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedBatch:
+    """`check_wires`'s answer: a verdict per op, and per device the highest seq in the batch
+    (where the cursor will be once it is applied, so the next pull can go out before)."""
+
+    verdicts: list[Verdict]
+    last_seqs: dict[str, int]
+
+
+def check_wires(wires: Sequence[bytes]) -> CheckedBatch:
+    """The checks of a batch's ops that need no vault: decoding, the signature by the device's
+    key, the payload rules. Pure CPU and picklable in and out, so sync runs it in a second
+    process while this one applies the previous chunk (node/sync.py). A batch with an op that
+    does not decode at all is refused whole (`MalformedInput`): nothing says whose it is."""
+    verdicts: list[Verdict] = []
+    last_seqs: dict[str, int] = {}
+    for position, wire in enumerate(wires):
+        try:
+            op = SyncOperation.from_wire(wire)
+        except MalformedInput as err:
+            raise MalformedInput(f"op {position} of the batch does not decode: {err}") from err
+        last_seqs[op.device] = max(last_seqs.get(op.device, 0), op.seq)
+        try:
+            verify_signature(op)
+            check_payload(op)
+        except ProtocolError as err:
+            verdicts.append((err.code, str(err)))
+        else:
+            verdicts.append(None)
+    return CheckedBatch(verdicts=verdicts, last_seqs=last_seqs)
+
+
+def apply_checked_batch(
+    db: SqliteDatabase,
+    wires: Sequence[bytes],
+    verdicts: Sequence[Verdict],
+    *,
+    peer_id: str,
+    peer_heads: Mapping[str, int],
+    now_ms: int,
+    local_device: str,
+) -> BatchResult:
+    """`apply_batch` of ops `check_wires` already checked: rebuilt without decoding checks, and
+    applied with the verdicts (an op with an error is refused with it)."""
+    ops = [op_from_checked_wire(wire) for wire in wires]
+    checked = {
+        op.id: None if verdict is None else CheckedError(verdict[0], verdict[1])
+        for op, verdict in zip(ops, verdicts, strict=True)
+    }
+    return apply_batch(
+        db,
+        ops,
+        peer_id=peer_id,
+        peer_heads=peer_heads,
+        now_ms=now_ms,
+        local_device=local_device,
+        checked=checked,
+    )
+
+
+class CheckedError(RemoteProtocolError):
+    """An op a checking process refused, with the code and message it gave."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def decode_ops(wires: Sequence[bytes]) -> list[SyncOperation]:
