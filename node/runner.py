@@ -43,11 +43,6 @@ from store.sync_state import device_addresses
 
 log = structlog.get_logger()
 
-# How long a Python thread runs before it must offer the GIL (CPython's default is 5 ms). The
-# node hands work between threads all the time (event loop, database writer, the sync checker's
-# result thread); with the writer busy, each handoff waited up to 5 ms.
-SWITCH_INTERVAL_S = 0.0005
-
 # Budget for closing libp2p connections at shutdown (SIGTERM to exit must stay under 3 s).
 HOST_CLOSE_TIMEOUT_S = 1.0
 
@@ -66,7 +61,6 @@ async def run_node(
     config: Config, early: EarlySignals | None = None, stdout: TextIO = sys.stdout
 ) -> None:
     """Run until SIGINT/SIGTERM, which stop it cleanly at any point, start-up included."""
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope, early or EarlySignals())
         await _run(config, stdout)
