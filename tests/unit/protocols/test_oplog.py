@@ -603,3 +603,27 @@ def test_any_bytes_decode_or_raise_malformed_input(data: bytes) -> None:
     except MalformedInput:
         return
     assert op.to_wire() == data
+
+
+def test_an_op_rebuilt_from_checked_wire_bytes_equals_the_decoded_one() -> None:
+    from protocols.oplog import op_from_checked_wire, verify_signature
+
+    key = nacl.signing.SigningKey(bytes([7]) * 32)
+    device = peer_id_from_ed25519_public_key(bytes(key.verify_key))
+    did = did_from_ed25519_public_key(bytes(nacl.signing.SigningKey(bytes([8]) * 32).verify_key))
+    op = SyncOperation.sign(
+        signing_key=key,
+        author=did,
+        device=device,
+        seq=1,
+        prev=None,
+        hlc=Timestamp(wall_ms=1, counter=0, node=device),
+        entity_type="acu_link",
+        entity_id="x",
+        kind=OpKind.CREATE,
+        payload={"a": [1, b"2"]},
+    )
+    decoded = SyncOperation.from_wire(op.to_wire())
+    rebuilt = op_from_checked_wire(op.to_wire())
+    assert rebuilt == decoded and rebuilt.id == decoded.id
+    verify_signature(rebuilt)

@@ -10,10 +10,14 @@ import pytest
 from test_store_devices import join, new_vault
 from test_store_vault_support import T0, Owner, conversation, stored_ops
 
+from protocols.canonical import canonical_encode
+from protocols.errors import MalformedInput
 from store.devices import Credentials, introduce, revoke
 from store.identity import save_device
 from store.sync_state import (
     apply_batch,
+    apply_checked_batch,
+    check_wires,
     decode_ops,
     heads,
     may_sync,
@@ -131,3 +135,42 @@ def test_a_refused_op_stops_its_devices_chain_and_the_rest_is_kept_out(
     record_outcome(vaults[2], owner.devices[0].peer_id, NOW, "invalid_op: bad signature")
     _, peers = sync_status(vaults[2])
     assert peers[0].consecutive_failures == 1 and peers[0].lag[owner.devices[0].peer_id] > 0
+
+
+def test_checked_batches_apply_like_plain_ones_and_keep_the_checkers_refusals(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    import_conversation(vaults[0], owner.devices[0].signer, conversation(1), T0)
+    ops = stored_ops(vaults[0])
+    bad = 3
+    forged = replace(
+        ops[bad], signature=owner.devices[2].key.sign(ops[bad].signed_bytes()).signature
+    )
+    wires = [op.to_wire() for op in ops]
+    wires[bad] = forged.to_wire()
+    checked = check_wires(wires)
+    assert [v is None for v in checked.verdicts] == [n != bad for n in range(len(wires))]
+    assert checked.verdicts[bad] is not None and checked.verdicts[bad][0] == "bad_signature"
+    assert checked.last_seqs == {owner.devices[0].peer_id: ops[-1].seq}
+    common = {
+        "peer_id": owner.devices[0].peer_id,
+        "peer_heads": heads(vaults[0]),
+        "now_ms": NOW,
+        "local_device": owner.devices[2].peer_id,
+    }
+    plain = apply_batch(vaults[2], decode_ops(wires), **common)  # type: ignore[arg-type]
+    fast = apply_checked_batch(vaults[3], wires, checked.verdicts, **common)  # type: ignore[arg-type]
+    assert (plain.applied, plain.heads) == (fast.applied, fast.heads) == (bad, plain.heads)
+    assert [(r.op_id, r.error.code) for r in plain.refused] == [
+        (r.op_id, r.error.code) for r in fast.refused
+    ]
+    assert state_hash(vaults[2]) == state_hash(vaults[3])
+
+
+def stored_wire_of_nothing() -> bytes:
+    return canonical_encode({"not": "an op"})
+
+
+def test_a_batch_with_an_op_that_does_not_decode_is_refused_whole() -> None:
+    with pytest.raises(MalformedInput, match="op 0 of the batch does not decode"):
+        check_wires([stored_wire_of_nothing(), b"\xa0"])
