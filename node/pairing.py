@@ -10,7 +10,6 @@ with a code and a message, and logged here, so both people see why.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.exceptions import BaseLibp2pError
-from libp2p.network.stream.exceptions import StreamEOF, StreamError
+from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from multiaddr import Multiaddr
@@ -34,6 +33,7 @@ from starlette.routing import Route
 
 from node.database import Database
 from node.errors import NodeError
+from node.streams import close_quietly, read_some, write_quietly
 from protocols.errors import PairingApproverNotProven, RemoteProtocolError
 from protocols.framing import NeedData, encode_frame
 from protocols.pairing import (
@@ -164,7 +164,7 @@ async def serve_pairing(
         except StreamError as err:
             log.warning("pairing.failed", error="stream", message=str(err) or type(err).__name__)
         finally:
-            await _close_quietly(stream)
+            await close_quietly(stream)
 
 
 async def _approve(
@@ -181,7 +181,7 @@ async def _approve(
     while True:
         event = session.next_event()
         if isinstance(event, NeedData):
-            session.receive_data(await _read(stream))
+            session.receive_data(await read_some(stream, READ_SIZE))
             continue
         if isinstance(event, HelloReceived):
             claimed = codes.claim(event.hello.code_id, now_ms())
@@ -227,25 +227,9 @@ def _welcome(
     )
 
 
-async def _read(stream: INetStream) -> bytes:
-    try:
-        return await stream.read(READ_SIZE)
-    except StreamEOF:
-        return b""
-
-
 async def _send_quietly(stream: INetStream, refusal: Refusal) -> None:
-    """Best effort: the other side may be gone. Framed outside the session, which stopped at
-    the error it raised."""
-    with trio.move_on_after(2):
-        with contextlib.suppress(StreamError):
-            await stream.write(encode_frame(refusal.to_wire(), MAX_FRAME))
-
-
-async def _close_quietly(stream: INetStream) -> None:
-    with trio.move_on_after(2):
-        with contextlib.suppress(StreamError):
-            await stream.close()
+    """Framed outside the session, which stopped at the error it raised."""
+    await write_quietly(stream, encode_frame(refusal.to_wire(), MAX_FRAME))
 
 
 def _joiner_message(err: RemoteProtocolError) -> str:
@@ -282,7 +266,7 @@ async def run_joiner(
                 while True:
                     event = session.next_event()
                     if isinstance(event, NeedData):
-                        session.receive_data(await _read(stream))
+                        session.receive_data(await read_some(stream, READ_SIZE))
                     elif isinstance(event, ApproverProven):
                         await stream.write(session.proof())
                     elif isinstance(event, Welcome):
@@ -294,7 +278,7 @@ async def run_joiner(
                 await _send_quietly(stream, Refusal(code=err.code, message=str(err)[:900]))
                 raise PairingFailed(_joiner_message(err)) from err
             finally:
-                await _close_quietly(stream)
+                await close_quietly(stream)
     except trio.TooSlowError as err:
         raise PairingFailed(
             f"the approving device did not answer within {PAIRING_TIMEOUT_S:.0f} s"

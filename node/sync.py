@@ -20,12 +20,9 @@ when to sync.
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
@@ -34,11 +31,13 @@ import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.exceptions import BaseLibp2pError
-from libp2p.network.stream.exceptions import StreamEOF, StreamError
+from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 
 from node.database import Database
 from node.errors import NodeError
+from node.op_checker import CheckerDied, OpChecker
+from node.streams import close_quietly, read_some, reset_quietly, write_quietly
 from protocols.errors import MalformedInput, RemoteProtocolError
 from protocols.gossip import GOSSIP_PROTOCOL_ID, AnnounceReader, behind, encode_announce
 from protocols.gossip import MAX_FRAME as GOSSIP_MAX_FRAME
@@ -162,7 +161,14 @@ class SyncService:
         with structlog.contextvars.bound_contextvars(peer_id=peer_id, protocol=SYNC_PROTOCOL_ID):
             try:
                 applied = await self._pull(peer_id)
-            except (SyncFailed, RemoteProtocolError, StreamError, BaseLibp2pError, OSError) as err:
+            except (
+                SyncFailed,
+                CheckerDied,
+                RemoteProtocolError,
+                StreamError,
+                BaseLibp2pError,
+                OSError,
+            ) as err:
                 reason = getattr(err, "code", None) or type(err).__name__
                 log.warning("sync.failed", error=reason, message=str(err) or reason)
                 await self._db.write(
@@ -195,7 +201,7 @@ class SyncService:
             applied = await self._pull_batches(peer_id, stream, client)
             await stream.close()
         except BaseException:
-            await _reset_quietly(stream)
+            await reset_quietly(stream)
             raise
         return applied
 
@@ -320,13 +326,13 @@ class SyncService:
                     log.info("sync.served", ops=sent, bytes=sent_bytes)
             except RemoteProtocolError as err:
                 log.warning("sync.bad_request", error=err.code, message=str(err))
-                await _write_quietly(stream, server.send_error(err.code, str(err)))
+                await write_quietly(stream, server.send_error(err.code, str(err)))
             except trio.TooSlowError:
                 log.warning("sync.bad_request", error="timeout", after_s=READ_TIMEOUT_S)
             except StreamError as err:
                 log.info("sync.stream_closed", message=str(err) or type(err).__name__)
             finally:
-                await _close_quietly(stream)
+                await close_quietly(stream)
 
     # --- gossip ----------------------------------------------------------------------------
 
@@ -351,7 +357,7 @@ class SyncService:
                 try:
                     await stream.write(frame)
                 finally:
-                    await _close_quietly(stream)
+                    await close_quietly(stream)
             except (StreamError, BaseLibp2pError, OSError) as err:
                 # A hint only: anti-entropy catches what a lost announcement misses.
                 log.debug("gossip.announce_failed", peer_id=peer_id, error=str(err))
@@ -366,49 +372,18 @@ class SyncService:
                     event = reader.next_event()
                     if not isinstance(event, NeedData):
                         break
-                    reader.receive_data(await _read(stream, GOSSIP_MAX_FRAME))
+                    reader.receive_data(await read_some(stream, GOSSIP_MAX_FRAME))
         except (RemoteProtocolError, StreamError, trio.TooSlowError) as err:
             log.info("gossip.bad_announce", peer_id=peer_id, error=str(err) or type(err).__name__)
             return
         finally:
-            await _close_quietly(stream)
+            await close_quietly(stream)
         if not await self._db.read(sync_state.may_sync, peer_id):
             return
         theirs = dict(event.heads)
         await self._db.write(sync_state.record_peer_heads, peer_id, theirs)
         if behind(await self._db.read(sync_state.heads), theirs):
             self.request(peer_id)
-
-
-class OpChecker:
-    """A second process for the checks of received ops that need no vault (decoding, the
-    signature, the payload rules: store.sync_state.check_wires), so that they run on the other
-    core while this process applies; about half of an op's cost (scripts/bench_sync.py).
-    Started on first use ("spawn": a fresh interpreter, whatever threads this one has), and
-    again after it died."""
-
-    def __init__(self) -> None:
-        self._pool: ProcessPoolExecutor | None = None
-
-    def submit(self, wires: tuple[bytes, ...]) -> Future[sync_state.CheckedBatch]:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn")
-            )
-        return self._pool.submit(sync_state.check_wires, wires)
-
-    async def result(self, future: Future[sync_state.CheckedBatch]) -> sync_state.CheckedBatch:
-        try:
-            # trio-typing's stubs predate abandon_on_cancel (trio >= 0.23 has it).
-            return await trio.to_thread.run_sync(future.result, abandon_on_cancel=True)  # type: ignore[call-arg]
-        except BrokenProcessPool as err:
-            self._pool = None
-            raise SyncFailed("the op-checking process died; the next sync starts another") from err
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -447,29 +422,4 @@ async def _next_event(session: SyncClient | SyncServer, stream: INetStream) -> A
             event = session.next_event()
             if not isinstance(event, NeedData):
                 return event
-            session.receive_data(await _read(stream, MAX_FRAME))
-
-
-async def _read(stream: INetStream, size: int) -> bytes:
-    try:
-        return await stream.read(size)
-    except StreamEOF:
-        return b""
-
-
-async def _write_quietly(stream: INetStream, data: bytes) -> None:
-    with trio.move_on_after(2):
-        with contextlib.suppress(StreamError):
-            await stream.write(data)
-
-
-async def _close_quietly(stream: INetStream) -> None:
-    with trio.move_on_after(2):
-        with contextlib.suppress(StreamError):
-            await stream.close()
-
-
-async def _reset_quietly(stream: INetStream) -> None:
-    with trio.move_on_after(2):
-        with contextlib.suppress(StreamError):
-            await stream.reset()
+            session.receive_data(await read_some(stream, MAX_FRAME))

@@ -1,0 +1,51 @@
+"""A second process that checks received ops for sync: the checks that need no vault.
+
+Decoding an op, checking its signature by its device's key and its payload rules
+(store.sync_state.check_wires) are about half of what applying a received op costs. They are
+pure CPU, so they run here, on the other core, one batch ahead of the writer that applies
+(node/sync.py): measured with scripts/bench_sync.py, 2.8k -> 4.7k ops/s. A thread would not do:
+the GIL keeps Python code to one core.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+import trio
+
+from node.errors import NodeError
+from store import sync_state
+
+
+class CheckerDied(NodeError):
+    """The checking process ended; the sync that needed it fails and the next starts another."""
+
+
+class OpChecker:
+    """The checking process, started on first use ("spawn": a fresh interpreter, whatever
+    threads this one has) and again after it died."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    def submit(self, wires: tuple[bytes, ...]) -> Future[sync_state.CheckedBatch]:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._pool.submit(sync_state.check_wires, wires)
+
+    async def result(self, future: Future[sync_state.CheckedBatch]) -> sync_state.CheckedBatch:
+        try:
+            # trio-typing's stubs predate abandon_on_cancel (trio >= 0.23 has it).
+            return await trio.to_thread.run_sync(future.result, abandon_on_cancel=True)  # type: ignore[call-arg]
+        except BrokenProcessPool as err:
+            self._pool = None
+            raise CheckerDied("the op-checking process died; the next sync starts another") from err
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
