@@ -47,7 +47,7 @@ from store.vault_log import (
     save_head,
 )
 from store.vault_payloads import check_payload
-from store.vault_sql import chunks, connection, placeholders
+from store.vault_sql import Row, chunks, connection, placeholders
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -130,6 +130,7 @@ class _Applier:
         }
         self._known: set[str] = set()
         self._fresh: set[str] = set()  # entities of the batch with no stored op yet
+        self._op_rows: list[Row] = []  # ops applied, not inserted yet (_flush)
         self._applied: list[str] = []
         self._duplicates: list[str] = []
         self._parked: list[str] = []
@@ -150,6 +151,7 @@ class _Applier:
                 self._duplicates.append(op.id)
             else:
                 self._take(op)
+        self._flush()
         for device in sorted(self._advanced):
             save_head(self._conn, device, self._heads[device])
         if self._clock.last != self._clock_before:
@@ -234,6 +236,7 @@ class _Applier:
 
     def _introduced_key(self, op: SyncOperation) -> bytes:
         """The key of a device that introduces itself, if its certificate chain holds."""
+        self._flush()
         try:
             check_payload(op)
             state = load_trust(
@@ -258,16 +261,21 @@ class _Applier:
         return head
 
     def _write(self, op: SyncOperation) -> None:
-        """Store a checked op, fold its entity, advance its chain head."""
-        self._conn.execute(OP_INSERT, op_row(op, self._now_ms))
+        """Store a checked op, fold its entity, advance its chain head.
+
+        Op rows are inserted in bulk (`_flush`): before anything reads the log back (a refold,
+        the trust state) and at the end of the call."""
+        self._op_rows.append(op_row(op, self._now_ms))
         if op.entity_id in self._fresh and op.entity_type not in TRUST_ENTITY_TYPES:
             # Its only op is this one (a catching-up device's common case): fold it as it is,
-            # rather than read it back from the log; the same fold, so the same rows.
+            # rather than read it back from the log; the same fold, so the same rows, and its
+            # rows are new.
             self._fresh.discard(op.entity_id)
             folded = fold_entity(op.entity_type, op.entity_id, [fold_op(op)])
-            write_folded(self._conn, op.entity_type, op.entity_id, folded)
+            write_folded(self._conn, op.entity_type, op.entity_id, folded, new=True)
         else:
             self._fresh.discard(op.entity_id)
+            self._flush()
             refold(self._conn, op.entity_type, op.entity_id)
         if op.entity_type in TRUST_ENTITY_TYPES:
             self._devices = {device.peer_id: device for device in self._load_devices()}
@@ -317,6 +325,11 @@ class _Applier:
 
     def _refuse(self, op_id: str, device: str, seq: int, error: ProtocolError) -> None:
         self._refused.append(RefusedOp(op_id=op_id, device=device, seq=seq, error=error))
+
+    def _flush(self) -> None:
+        if self._op_rows:
+            self._conn.executemany(OP_INSERT, self._op_rows)
+            self._op_rows.clear()
 
     def _entities_with_ops(self, entity_ids: set[str]) -> set[str]:
         found: set[str] = set()

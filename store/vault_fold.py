@@ -362,9 +362,15 @@ def rebuild(conn: sqlite3.Connection, entity_type: str, entity_id: str) -> Folde
 
 
 def write_folded(
-    conn: sqlite3.Connection, entity_type: str, entity_id: str, folded: Folded
+    conn: sqlite3.Connection,
+    entity_type: str,
+    entity_id: str,
+    folded: Folded,
+    *,
+    new: bool = False,
 ) -> None:
-    """Make the materialized tables hold `folded` for this entity.
+    """Make the materialized tables hold `folded` for this entity (`new`: the caller knows it
+    has no rows yet, so an ACU's is inserted without looking first).
 
     A state only ever moves forward (nothing -> row -> tombstone; carried rows only added, or
     moved to an earlier op), since ops are only added. ACU rows are never replaced: only their
@@ -390,9 +396,13 @@ def write_folded(
         if folded.children:
             conn.executemany(MESSAGE_UPSERT, folded.children)
         return
-    stored = conn.execute(
-        f"SELECT {', '.join(_ACU_MUTABLE)} FROM acu WHERE id = ?", (entity_id,)
-    ).fetchone()
+    stored = (
+        None
+        if new
+        else conn.execute(
+            f"SELECT {', '.join(_ACU_MUTABLE)} FROM acu WHERE id = ?", (entity_id,)
+        ).fetchone()
+    )
     if stored is None:
         conn.execute(insert_sql("acu", ACU_COLUMNS), row)
     elif tuple(stored) != row[_ACU_MUTABLE_AT:]:
