@@ -193,3 +193,34 @@ class BatchTooLarge(MalformedInput):
     """
 
     code = "too_large"
+
+
+# --- mailboxes: sealed envelopes held by relays --------------------------------------------------
+
+
+class EnvelopeUnreadable(RemoteProtocolError):
+    """An envelope does not open into a letter signed for us, whatever the reason.
+
+    One error for every failure (not addressed to this DID, a ciphertext altered or sealed to
+    another key, a letter that does not decode or whose signature does not verify) so that
+    the recipient answers them all alike; the cause is chained for the log.
+    """
+
+    code = "envelope_unreadable"
+
+
+class EnvelopeTooLarge(MalformedInput):
+    """An envelope's ciphertext is over `MAX_ENVELOPE_BYTES`.
+
+    A subclass of `MalformedInput` (like `BatchTooLarge`) so that a codec meeting one still
+    raises "malformed input", while the relay answers `too_large`.
+    """
+
+    code = "too_large"
+
+
+class MismatchedAnswer(RemoteProtocolError):
+    """A relay's answer does not fit the request it answers: a Stored for another id, more ids
+    listed than asked for, envelopes fetched that were not asked for, more acked than sent."""
+
+    code = "mismatched_answer"

@@ -1,0 +1,434 @@
+"""The mailbox protocol's messages and its push notice: the wire form pinned, every truncation,
+every bad field refused, the bounds that keep every message inside a frame."""
+
+import dataclasses
+from typing import Any
+
+import nacl.signing
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocols.canonical import canonical_decode, canonical_encode
+from protocols.did import did_from_ed25519_public_key
+from protocols.envelope import MAX_ENVELOPE_BYTES, Envelope, RelayRegistration
+from protocols.errors import (
+    ClosedEarly,
+    FrameTooLarge,
+    InvalidDid,
+    LocalProtocolError,
+    MalformedInput,
+    TruncatedFrame,
+    UnexpectedMessage,
+)
+from protocols.framing import NEED_DATA, encode_frame
+from protocols.mailbox import (
+    MAX_FETCHED_BYTES,
+    MAX_FRAME,
+    MAX_IDS,
+    Ack,
+    Acked,
+    Deposit,
+    Fetch,
+    Fetched,
+    List,
+    Listed,
+    MailboxError,
+    Message,
+    RefusalCode,
+    Register,
+    Registered,
+    Stored,
+    Unregister,
+    Unregistered,
+    decode_message,
+    take_fitting,
+)
+from protocols.mailbox_messages import MAX_CURSOR_LENGTH
+from protocols.mailbox_notice import (
+    MAILBOX_NOTICE_PROTOCOL_ID,
+    MAX_NOTICE_FRAME,
+    Notice,
+    NoticeReader,
+    encode_notice,
+)
+from protocols.peer_id import peer_id_from_ed25519_public_key
+
+
+def did(seed: int) -> str:
+    return did_from_ed25519_public_key(seed.to_bytes(32, "big"))
+
+
+RECIPIENT = did(1)
+DEVICE_KEY = nacl.signing.SigningKey(b"\x02" * 32)
+RELAY = peer_id_from_ed25519_public_key(b"\x03" * 32)
+
+
+def envelope(seed: int, size: int = 100, recipient: str = RECIPIENT) -> Envelope:
+    return Envelope.build(
+        recipient_did=recipient,
+        expires_at_ms=1_700_000_000_000 + seed,
+        ciphertext=seed.to_bytes(4, "big") * (size // 4),
+    )
+
+
+E1, E2, E3 = envelope(1), envelope(2), envelope(3)
+REGISTRATION = RelayRegistration.create(
+    signing_key=DEVICE_KEY,
+    recipient_did=RECIPIENT,
+    relay=RELAY,
+    allowed_senders=(did(9),),
+    quota_bytes=1 << 20,
+    expires_at_ms=2_000_000_000_000,
+    issued_at_ms=1_700_000_000_000,
+)
+MESSAGES: list[Message] = [
+    Register(registration=REGISTRATION),
+    Unregister(recipient_did=RECIPIENT),
+    Deposit(envelope=E1),
+    List(recipient_did=RECIPIENT, after="17", limit=100),
+    List(recipient_did=RECIPIENT, after=None, limit=1),
+    Fetch(ids=(E1.id, E2.id)),
+    Ack(ids=(E1.id,)),
+    Registered(),
+    Unregistered(),
+    Stored(id=E1.id),
+    Listed(ids=(E1.id, E2.id), next_cursor="2"),
+    Listed(ids=(), next_cursor=None),
+    Fetched(envelopes=(E1, E2)),
+    Fetched(envelopes=()),
+    Acked(count=1),
+    MailboxError(code="over_quota", message="the recipient's quota is full"),
+]
+IDS = [
+    "register",
+    "unregister",
+    "deposit",
+    "list",
+    "list_first",
+    "fetch",
+    "ack",
+    "registered",
+    "unregistered",
+    "stored",
+    "listed",
+    "listed_empty",
+    "fetched",
+    "fetched_empty",
+    "acked",
+    "error",
+]
+
+
+def test_the_wire_form_of_each_message() -> None:
+    # Built by hand from the protocol's definition, not from the classes.
+    expected: dict[str, dict[str, Any]] = {
+        "register": {"type": "vivim.mailbox.register.v1", "registration": REGISTRATION.to_wire()},
+        "unregister": {"type": "vivim.mailbox.unregister.v1", "recipient_did": RECIPIENT},
+        "deposit": {"type": "vivim.mailbox.deposit.v1", "envelope": E1.to_wire()},
+        "list": {
+            "type": "vivim.mailbox.list.v1",
+            "recipient_did": RECIPIENT,
+            "after": "17",
+            "limit": 100,
+        },
+        "list_first": {
+            "type": "vivim.mailbox.list.v1",
+            "recipient_did": RECIPIENT,
+            "after": None,
+            "limit": 1,
+        },
+        "fetch": {"type": "vivim.mailbox.fetch.v1", "ids": [E1.id, E2.id]},
+        "ack": {"type": "vivim.mailbox.ack.v1", "ids": [E1.id]},
+        "registered": {"type": "vivim.mailbox.registered.v1"},
+        "unregistered": {"type": "vivim.mailbox.unregistered.v1"},
+        "stored": {"type": "vivim.mailbox.stored.v1", "id": E1.id},
+        "listed": {"type": "vivim.mailbox.listed.v1", "ids": [E1.id, E2.id], "next_cursor": "2"},
+        "listed_empty": {"type": "vivim.mailbox.listed.v1", "ids": [], "next_cursor": None},
+        "fetched": {"type": "vivim.mailbox.fetched.v1", "envelopes": [E1.to_wire(), E2.to_wire()]},
+        "fetched_empty": {"type": "vivim.mailbox.fetched.v1", "envelopes": []},
+        "acked": {"type": "vivim.mailbox.acked.v1", "count": 1},
+        "error": {
+            "type": "vivim.mailbox.error.v1",
+            "code": "over_quota",
+            "message": "the recipient's quota is full",
+        },
+    }
+    for name, message in zip(IDS, MESSAGES, strict=True):
+        assert message.to_wire() == canonical_encode(expected[name]), name
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=IDS)
+def test_round_trip_truncations_and_trailing_bytes(message: Message) -> None:
+    wire = message.to_wire()
+    assert decode_message(wire) == message
+    assert type(message).from_wire(wire) == message
+    for length in range(len(wire)):
+        with pytest.raises(MalformedInput):
+            decode_message(wire[:length])
+    for trailing in (b"\x00", wire):
+        with pytest.raises(MalformedInput, match="trailing"):
+            decode_message(wire + trailing)
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=IDS)
+def test_missing_and_extra_fields_and_other_types_are_refused(message: Message) -> None:
+    fields = canonical_decode(message.to_wire())
+    assert isinstance(fields, dict)
+    for name in fields:
+        if name != "type":
+            with pytest.raises(MalformedInput, match="missing"):
+                decode_message(canonical_encode({k: v for k, v in fields.items() if k != name}))
+    with pytest.raises(MalformedInput, match="unexpected"):
+        decode_message(canonical_encode({**fields, "extra": 1}))
+    for other in MESSAGES:
+        if type(other) is not type(message):
+            with pytest.raises(MalformedInput, match="expected a"):
+                type(message).from_wire(other.to_wire())
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[], 1, None, {"type": 1}, {"type": "vivim.mailbox.push.v1"}, {"ids": []}, Notice.TYPE],
+)
+def test_values_that_are_not_messages_are_refused(value: object) -> None:
+    if value == Notice.TYPE:  # a Notice belongs to the notice stream, not the mailbox stream
+        value = canonical_decode(Notice(recipient_did=RECIPIENT, count=1).to_wire())
+    with pytest.raises(MalformedInput, match="not a mailbox message"):
+        decode_message(canonical_encode(value))
+
+
+def wire_with(original: Message, **changes: object) -> bytes:
+    fields = canonical_decode(original.to_wire())
+    assert isinstance(fields, dict)
+    return canonical_encode({**fields, **changes})
+
+
+def ids(count: int) -> list[str]:
+    return [envelope(seed).id for seed in range(count)]
+
+
+MISMATCHED_ENVELOPE = canonical_decode(E1.to_wire())
+assert isinstance(MISMATCHED_ENVELOPE, dict)
+MISMATCHED_ENVELOPE_WIRE = canonical_encode({**MISMATCHED_ENVELOPE, "expires_at_ms": 1})
+REGISTER, UNREGISTER, DEPOSIT, LIST, _, FETCH, ACK = MESSAGES[:7]
+STORED, LISTED, _, FETCHED, _, ACKED, ERROR = MESSAGES[9:]
+WRONG_FIELDS: list[tuple[Message, dict[str, Any], type[MalformedInput], str]] = [
+    (REGISTER, {"registration": b"\x00"}, MalformedInput, "not in canonical form|trailing|record"),
+    (REGISTER, {"registration": E1.to_wire()}, MalformedInput, "record type"),
+    (REGISTER, {"registration": [REGISTRATION.to_wire()]}, MalformedInput, "is a tuple"),
+    (REGISTER, {"registration": "x"}, MalformedInput, "registration is a str"),
+    (UNREGISTER, {"recipient_did": RELAY}, InvalidDid, "not a DID"),
+    (DEPOSIT, {"envelope": MISMATCHED_ENVELOPE_WIRE}, MalformedInput, "does not match"),
+    (DEPOSIT, {"envelope": None}, MalformedInput, "envelope is a NoneType"),
+    (LIST, {"limit": 0}, MalformedInput, "limit is 0, expected 1 to 1000"),
+    (LIST, {"limit": MAX_IDS + 1}, MalformedInput, "limit is 1001"),
+    (LIST, {"limit": True}, MalformedInput, "limit is a bool"),
+    (LIST, {"after": ""}, MalformedInput, "not a cursor"),
+    (LIST, {"after": "a b"}, MalformedInput, "not a cursor"),
+    (LIST, {"after": "é"}, MalformedInput, "not a cursor"),
+    (LIST, {"after": "x" * (MAX_CURSOR_LENGTH + 1)}, MalformedInput, "more than 128"),
+    (LIST, {"after": 5}, MalformedInput, "after is a int"),
+    (FETCH, {"ids": []}, MalformedInput, "0 ids, expected 1 to 1000"),
+    (FETCH, {"ids": ids(MAX_IDS + 1)}, MalformedInput, "1001 ids"),
+    (FETCH, {"ids": [E1.id, E1.id]}, MalformedInput, "twice"),
+    (FETCH, {"ids": ["bafy"]}, MalformedInput, "not a content id"),
+    (FETCH, {"ids": E1.id}, MalformedInput, "ids is a str, expected a list"),
+    (ACK, {"ids": []}, MalformedInput, "0 ids"),
+    (ACK, {"ids": [1]}, MalformedInput, "not a content id"),
+    (STORED, {"id": "x"}, MalformedInput, "not a content id"),
+    (LISTED, {"ids": ids(MAX_IDS + 1)}, MalformedInput, "1001 ids, expected 0 to 1000"),
+    (LISTED, {"ids": [], "next_cursor": "2"}, MalformedInput, "without ids has no next cursor"),
+    (LISTED, {"next_cursor": ""}, MalformedInput, "not a cursor"),
+    (FETCHED, {"envelopes": [E1.to_wire(), E1.to_wire()]}, MalformedInput, "twice"),
+    (FETCHED, {"envelopes": [E1.id]}, MalformedInput, "envelopes is a str|a str"),
+    (FETCHED, {"envelopes": [MISMATCHED_ENVELOPE_WIRE]}, MalformedInput, "does not match"),
+    (FETCHED, {"envelopes": [b"\x00"] * (MAX_IDS + 1)}, MalformedInput, "1001 entries"),
+    (FETCHED, {"envelopes": E1.to_wire()}, MalformedInput, "expected a list"),
+    (ACKED, {"count": -1}, MalformedInput, "count is -1"),
+    (ACKED, {"count": MAX_IDS + 1}, MalformedInput, "count is 1001"),
+    (ERROR, {"code": "Over quota"}, MalformedInput, "not like"),
+    (ERROR, {"code": "x" * 65}, MalformedInput, "more than 64"),
+    (ERROR, {"message": "x" * 1001}, MalformedInput, "more than 1000"),
+]
+
+
+@pytest.mark.parametrize(("message", "changes", "error", "match"), WRONG_FIELDS)
+def test_wrong_field_values_are_refused(
+    message: Message, changes: dict[str, Any], error: type[MalformedInput], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        decode_message(wire_with(message, **changes))
+
+
+def test_refusal_codes() -> None:
+    assert {code.value for code in RefusalCode} == {
+        "unregistered_recipient",
+        "sender_not_allowed",
+        "too_large",
+        "over_quota",
+        "rate_limited",
+        "duplicate",
+        "unauthorized",
+        "malformed",
+        "expired",
+    }
+    for code in RefusalCode:
+        assert decode_message(MailboxError(code=code, message="").to_wire()).code == code
+
+
+# --- the bounds ---------------------------------------------------------------------------------
+
+LARGEST = envelope(7, size=MAX_ENVELOPE_BYTES, recipient=RECIPIENT)
+
+
+def test_the_largest_envelope_fits_a_deposit_and_a_fetched() -> None:
+    encode_frame(Deposit(envelope=LARGEST).to_wire(), MAX_FRAME)
+    assert len(LARGEST.to_wire()) <= MAX_FETCHED_BYTES
+    encode_frame(Fetched(envelopes=(LARGEST,)).to_wire(), MAX_FRAME)
+
+
+def test_a_full_fetched_fits_a_frame() -> None:
+    # MAX_IDS envelopes filling MAX_FETCHED_BYTES: the most CBOR heads around the most bytes.
+    small = [envelope(seed, size=60) for seed in range(MAX_IDS - 1)]
+    room = MAX_FETCHED_BYTES - sum(len(item.to_wire()) for item in small)
+    filler = envelope(10_000, size=room - 300)
+    filler = envelope(10_000, size=(room - (len(filler.to_wire()) - filler.size)) // 4 * 4)
+    full = Fetched(envelopes=(*small, filler))
+    assert MAX_FETCHED_BYTES - 4 < full.wire_bytes <= MAX_FETCHED_BYTES
+    encode_frame(full.to_wire(), MAX_FRAME)
+
+
+def test_a_fetched_over_the_bound_is_refused_and_take_fitting_stops_before_it() -> None:
+    halves = (envelope(1, size=MAX_ENVELOPE_BYTES // 2 + 4), envelope(2, MAX_ENVELOPE_BYTES // 2))
+    half_fetched = Fetched(envelopes=halves)  # two halves and some fit
+    with pytest.raises(MalformedInput, match="more than 1081344"):
+        Fetched(envelopes=(*halves, envelope(3, size=40_000)))
+    assert take_fitting([*halves, envelope(3, size=40_000), E1]) == half_fetched.envelopes
+    assert take_fitting([LARGEST, E1]) == (LARGEST, E1)  # 32 KiB to spare
+    assert take_fitting([LARGEST, envelope(3, size=40_000), E1]) == (LARGEST,)
+    assert take_fitting([]) == ()
+    assert len(take_fitting([envelope(seed, size=52) for seed in range(MAX_IDS + 5)])) == MAX_IDS
+
+
+def test_messages_are_frozen_and_tuples_are_kept() -> None:
+    fetch = Fetch(ids=(E1.id,))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fetch.ids = ()  # type: ignore[misc]
+    with pytest.raises(MalformedInput, match="ids is a list"):
+        Fetch(ids=[E1.id])  # type: ignore[arg-type]
+
+
+messages = st.one_of(
+    st.builds(Unregister, recipient_did=st.integers(1, 2**64).map(did)),
+    st.builds(
+        List,
+        recipient_did=st.integers(1, 2**64).map(did),
+        after=st.none() | st.from_regex(r"[\x21-\x7e]{1,128}", fullmatch=True),
+        limit=st.integers(1, MAX_IDS),
+    ),
+    st.builds(Fetch, ids=st.lists(st.sampled_from(ids(20)), min_size=1, unique=True).map(tuple)),
+    st.builds(Ack, ids=st.lists(st.sampled_from(ids(20)), min_size=1, unique=True).map(tuple)),
+    st.builds(Deposit, envelope=st.integers(0, 100).map(envelope)),
+    st.builds(
+        Fetched,
+        envelopes=st.lists(st.integers(0, 50), unique=True, max_size=5).map(
+            lambda seeds: tuple(envelope(seed) for seed in seeds)
+        ),
+    ),
+    st.builds(
+        Listed,
+        ids=st.lists(st.sampled_from(ids(20)), min_size=1, unique=True).map(tuple),
+        next_cursor=st.none() | st.from_regex(r"[0-9]{1,20}", fullmatch=True),
+    ),
+    st.builds(Acked, count=st.integers(0, MAX_IDS)),
+    st.builds(
+        MailboxError,
+        code=st.from_regex(r"[a-z][a-z0-9_]{0,63}", fullmatch=True),
+        message=st.text(max_size=1000),
+    ),
+)
+
+
+@settings(max_examples=150)
+@given(messages)
+def test_message_round_trip(message: Message) -> None:
+    wire = message.to_wire()
+    assert decode_message(wire) == message
+    assert canonical_encode(canonical_decode(wire)) == wire
+
+
+@given(st.binary(max_size=200))
+def test_any_bytes_decode_to_a_message_or_malformed_input(data: bytes) -> None:
+    try:
+        message = decode_message(data)
+    except MalformedInput:
+        return
+    assert message.to_wire() == data
+
+
+# --- the push notice ----------------------------------------------------------------------------
+
+
+def test_a_notice_is_one_frame() -> None:
+    assert MAILBOX_NOTICE_PROTOCOL_ID == "/vivim/mailbox/notice/1.0.0"
+    frame = encode_notice(RECIPIENT, 3)
+    assert frame == encode_frame(
+        canonical_encode(
+            {"type": "vivim.mailbox.notice.v1", "recipient_did": RECIPIENT, "count": 3}
+        ),
+        MAX_NOTICE_FRAME,
+    )
+    for chunk in (len(frame), 1):
+        reader = NoticeReader()
+        events = []
+        for start in range(0, len(frame), chunk):
+            reader.receive_data(frame[start : start + chunk])
+            events.append(reader.next_event())
+        reader.receive_data(b"")
+        assert [event for event in events if event is not NEED_DATA] == [
+            Notice(recipient_did=RECIPIENT, count=3)
+        ]
+        assert reader.noticed
+        assert reader.next_event() is NEED_DATA
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", ClosedEarly),
+        (encode_notice(RECIPIENT, 3)[:-1], TruncatedFrame),
+        (encode_notice(RECIPIENT, 3) + b"\x00", UnexpectedMessage),
+        (encode_frame(Registered().to_wire(), MAX_NOTICE_FRAME), MalformedInput),
+        (encode_frame(b"x" * 2000, 4000), FrameTooLarge),
+        (
+            encode_frame(
+                canonical_encode(
+                    {"type": "vivim.mailbox.notice.v1", "recipient_did": RECIPIENT, "count": -1}
+                ),
+                MAX_NOTICE_FRAME,
+            ),
+            MalformedInput,
+        ),
+    ],
+    ids=["empty", "truncated", "trailing", "not_a_notice", "too_large", "bad_count"],
+)
+def test_a_notice_stream_that_is_not_one_notice_is_refused(
+    data: bytes, error: type[Exception]
+) -> None:
+    reader = NoticeReader()
+    if data:
+        reader.receive_data(data)
+    reader.receive_data(b"")
+    with pytest.raises(error):
+        while reader.next_event() is not NEED_DATA or not reader.noticed:
+            pass
+    with pytest.raises(error):  # and so it stays
+        reader.next_event()
+
+
+def test_impossible_notices_are_a_local_error() -> None:
+    with pytest.raises(LocalProtocolError, match="cannot send this notice"):
+        encode_notice(RELAY, 1)
+    with pytest.raises(LocalProtocolError):
+        encode_notice(RECIPIENT, -1)
