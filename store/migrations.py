@@ -394,12 +394,46 @@ def _v5_revoked_acus(db: SqliteDatabase) -> None:
         execute_sql(db, statement)
 
 
+def _v6_relay(db: SqliteDatabase) -> None:
+    """What this node holds as a relay (store.relay): the registrations it accepted and the
+    envelopes deposited for them, in arrival order (`seq`, the list cursor). Local, never
+    replicated: a relay's mail is its own duty, and it loses none across a restart (WAL, and
+    every deposit is one committed transaction before it is answered)."""
+    for statement in (
+        """
+        CREATE TABLE relay_registration (
+            recipient_did TEXT PRIMARY KEY NOT NULL,
+            registration BLOB NOT NULL CHECK (typeof(registration) = 'blob'),
+            quota_bytes INTEGER NOT NULL CHECK (quota_bytes >= 1),
+            expires_at_ms INTEGER NOT NULL,
+            registered_at_ms INTEGER NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE relay_envelope (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            recipient_did TEXT NOT NULL,
+            size INTEGER NOT NULL CHECK (size >= 0),
+            expires_at_ms INTEGER NOT NULL,
+            deposited_by TEXT NOT NULL,
+            deposited_at_ms INTEGER NOT NULL,
+            envelope BLOB NOT NULL CHECK (typeof(envelope) = 'blob')
+        )
+        """,
+        "CREATE INDEX relay_envelope_recipient ON relay_envelope (recipient_did, seq)",
+        "CREATE INDEX relay_envelope_expiry ON relay_envelope (expires_at_ms)",
+    ):
+        execute_sql(db, statement)
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v1_identity_devices_peers,
     _v2_vault,
     _v3_trust,
     _v4_sync,
     _v5_revoked_acus,
+    _v6_relay,
 )
 
 # The schema version this build writes and understands.
