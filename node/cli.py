@@ -30,6 +30,9 @@ first steps:
   vivim-node run                  run the node (prints one JSON ready line on stdout)
   vivim-node status               ask the running node how it is
 
+  vivim-node device pair          on a device of yours with its node running: a one-time code
+  vivim-node init --join CODE     on a new device: join your identity, then `run` it there
+
   vivim-node run --listen /ip4/0.0.0.0/tcp/7717 --bootstrap /ip4/<ip>/tcp/7717/p2p/<peer id>
                                   be reachable, and keep a connection to a peer
 every command takes --data-dir DIR (default $VIVIM_HOME, else ~/.local/share/vivim-node);
