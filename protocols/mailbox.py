@@ -3,7 +3,8 @@
 One stream carries any number of requests, one at a time, each answered before the next, one
 frame per message:
 
-    client -> relay   Register(registration)          -> Registered
+    client -> relay   Introduce(certificate, chain, rotations) -> Introduced(did)
+                      Register(registration)          -> Registered
                       Unregister(recipient_did)       -> Unregistered
                       Deposit(envelope)               -> Stored(id)
                       List(recipient_did, after, limit) -> Listed(ids, next_cursor)
@@ -61,6 +62,8 @@ from protocols.mailbox_messages import (
     Deposit,
     Fetch,
     Fetched,
+    Introduce,
+    Introduced,
     List,
     Listed,
     MailboxError,
@@ -97,6 +100,8 @@ __all__ = [
     "Deposit",
     "Fetch",
     "Fetched",
+    "Introduce",
+    "Introduced",
     "List",
     "Listed",
     "MailboxClient",
@@ -132,6 +137,7 @@ class State(StrEnum):
     """Where a mailbox stream is; both sessions go through the same states."""
 
     IDLE = "idle"  # no request outstanding: the client may send one, or either side finish
+    AWAIT_INTRODUCED = "await_introduced"  # an Introduce is outstanding
     AWAIT_REGISTERED = "await_registered"  # a Register is outstanding
     AWAIT_UNREGISTERED = "await_unregistered"
     AWAIT_STORED = "await_stored"
@@ -153,6 +159,7 @@ END_OF_STREAM: Final = "end_of_stream"
 ABORT: Final = "abort"
 # Each request, the state awaiting its answer, and the answer.
 _ANSWERS: Final = {
+    Introduce.TYPE: (State.AWAIT_INTRODUCED, Introduced.TYPE),
     Register.TYPE: (State.AWAIT_REGISTERED, Registered.TYPE),
     Unregister.TYPE: (State.AWAIT_UNREGISTERED, Unregistered.TYPE),
     Deposit.TYPE: (State.AWAIT_STORED, Stored.TYPE),
@@ -321,6 +328,16 @@ class MailboxClient(_Session):
         assert not isinstance(event, Request)  # the table: not the client's to receive
         return event
 
+    def introduce(
+        self, certificate: bytes, chain: Sequence[bytes], rotations: Sequence[bytes]
+    ) -> bytes:
+        """The frame of an Introduce (when idle); answered `Introduced` or a refusal."""
+        return self._request_frame(
+            lambda: Introduce(
+                certificate=certificate, chain=tuple(chain), rotations=tuple(rotations)
+            )
+        )
+
     def register(self, registration: RelayRegistration) -> bytes:
         """The frame of a Register (when idle); answered `Registered` or a refusal."""
         return self._request_frame(lambda: Register(registration=registration))
@@ -370,6 +387,10 @@ class MailboxServer(_Session):
         event = self._next_event()
         assert not isinstance(event, Response)  # the table: not the relay's to receive
         return event
+
+    def introduced(self, did: str) -> bytes:
+        """The frame answering an Introduce: the relay knows the peer as a device of `did`."""
+        return self._answer(lambda: Introduced(did=did))
 
     def registered(self) -> bytes:
         """The frame answering a Register."""

@@ -29,6 +29,7 @@ from protocols.envelope import MAX_ENVELOPE_BYTES, Envelope
 from protocols.errors import MalformedInput
 from protocols.identity_records import _check_did
 from protocols.mailbox_records import RelayRegistration
+from protocols.pairing_messages import MAX_CHAIN, MAX_IDENTITY_ROTATIONS, _check_blob, _check_blobs
 from protocols.sync_messages import _check_int, _check_str
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "DEPOSIT",
     "FETCH",
     "FETCHED",
+    "INTRODUCE",
+    "INTRODUCED",
     "LIST",
     "LISTED",
     "MAILBOX_ERROR",
@@ -55,6 +58,8 @@ __all__ = [
     "Deposit",
     "Fetch",
     "Fetched",
+    "Introduce",
+    "Introduced",
     "List",
     "Listed",
     "MailboxError",
@@ -70,6 +75,8 @@ __all__ = [
     "decode_message",
 ]
 
+INTRODUCE = "vivim.mailbox.introduce.v1"
+INTRODUCED = "vivim.mailbox.introduced.v1"
 REGISTER = "vivim.mailbox.register.v1"
 UNREGISTER = "vivim.mailbox.unregister.v1"
 DEPOSIT = "vivim.mailbox.deposit.v1"
@@ -113,7 +120,7 @@ class RefusalCode(StrEnum):
     OVER_QUOTA = "over_quota"  # the recipient's quota is full
     RATE_LIMITED = "rate_limited"  # the depositor sent too much lately: retry later
     DUPLICATE = "duplicate"  # the relay holds (or held) an envelope with that id
-    UNAUTHORIZED = "unauthorized"  # not a device of the DID (list, fetch, ack, register)
+    UNAUTHORIZED = "unauthorized"  # not introduced, or not a device of the DID it acts for
     MALFORMED = "malformed"  # a record that does not verify or is not for this relay
     EXPIRED = "expired"  # an envelope or registration already expired
 
@@ -170,6 +177,25 @@ class _Wire:
 
 
 # --- requests (client -> relay) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Introduce(_Wire):
+    """Who the client is: its device certificate, the chain of certificates above it and the
+    identity key rotations, as wire bytes (what a device's first op carries). The relay checks
+    that they make the stream's peer a device of the certificate's DID, and from then on acts
+    for that DID on this stream: deposits count as that DID's, and list, fetch, ack, register
+    and unregister are allowed for its mailbox only. Answered `Introduced` or `unauthorized`."""
+
+    TYPE: ClassVar[str] = INTRODUCE
+    certificate: bytes
+    chain: tuple[bytes, ...]
+    rotations: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _check_blob("certificate", self.certificate)
+        _check_blobs("chain", self.chain, MAX_CHAIN)
+        _check_blobs("rotations", self.rotations, MAX_IDENTITY_ROTATIONS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -250,6 +276,17 @@ class Ack(_Wire):
 
 
 # --- responses (relay -> client) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Introduced(_Wire):
+    """The relay accepts the introduction: it knows the stream's peer as a device of `did`."""
+
+    TYPE: ClassVar[str] = INTRODUCED
+    did: str
+
+    def __post_init__(self) -> None:
+        _check_did("did", self.did)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -353,12 +390,14 @@ class MailboxError(_Wire):
         _check_str("message", self.message, MAX_ERROR_MESSAGE)
 
 
-Request = Register | Unregister | Deposit | List | Fetch | Ack
-Response = Registered | Unregistered | Stored | Listed | Fetched | Acked | MailboxError
+Request = Introduce | Register | Unregister | Deposit | List | Fetch | Ack
+Response = Introduced | Registered | Unregistered | Stored | Listed | Fetched | Acked | MailboxError
 Message = Request | Response
 _MESSAGE_CLASSES: Final[dict[str, type[Message]]] = {
     cls.TYPE: cls
     for cls in (
+        Introduce,
+        Introduced,
         Register,
         Unregister,
         Deposit,

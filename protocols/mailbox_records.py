@@ -41,6 +41,7 @@ from protocols.peer_id import ed25519_public_key_from_peer_id, peer_id_from_ed25
 __all__ = [
     "MAX_ALLOWED_SENDERS",
     "MAX_RELAYS",
+    "MAX_REVOKED_DEVICES",
     "REGISTRATION_TYPE",
     "RELAY_LIST_TYPE",
     "RelayList",
@@ -54,12 +55,15 @@ RELAY_LIST_TYPE = "vivim.mailbox.relay_list.v1"
 MAX_ALLOWED_SENDERS = 256
 # Relays a person advertises; every sender deposits at each, so a handful is what makes sense.
 MAX_RELAYS = 16
+# Revoked devices a registration names: far more than a person ever revokes.
+MAX_REVOKED_DEVICES = 256
 
 _REGISTRATION_FIELDS = (
     "recipient_did",
     "device",
     "relay",
     "allowed_senders",
+    "revoked_devices",
     "quota_bytes",
     "expires_at_ms",
     "issued_at_ms",
@@ -72,12 +76,18 @@ _RELAY_LIST_FIELDS = ("recipient_did", "relays", "version", "issued_at_ms", "dev
 class RelayRegistration:
     """`recipient_did` asks `relay` to hold its mail until `expires_at_ms`, at most `quota_bytes`
     of it, deposited by `allowed_senders` (DIDs) or the recipient's own devices (empty tuple:
-    those alone). Signed by `device`, a device of `recipient_did`."""
+    those alone). Signed by `device`, a device of `recipient_did`.
+
+    `revoked_devices` are the DID's devices revoked when it was signed: a relay checks a device
+    by its certificate chain alone and never sees the vault, so this is how it learns that a
+    device it would otherwise accept may no longer fetch, ack or deposit for the DID (a node
+    registers again at its relays after a revocation)."""
 
     recipient_did: str
     device: str
     relay: str
     allowed_senders: tuple[str, ...]
+    revoked_devices: tuple[str, ...]
     quota_bytes: int
     expires_at_ms: int
     issued_at_ms: int
@@ -100,6 +110,16 @@ class RelayRegistration:
             _check_did("allowed_senders", sender)
         if any(a >= b for a, b in itertools.pairwise(self.allowed_senders)):
             raise MalformedInput("allowed_senders is not strictly ascending (sorted, unique)")
+        if not isinstance(self.revoked_devices, tuple):
+            raise MalformedInput(
+                f"revoked_devices is a {type(self.revoked_devices).__name__}, expected a list"
+            )
+        if len(self.revoked_devices) > MAX_REVOKED_DEVICES:
+            raise MalformedInput(f"revoked_devices has more than {MAX_REVOKED_DEVICES} entries")
+        for device in self.revoked_devices:
+            _check_peer_id("revoked_devices", device)
+        if any(a >= b for a, b in itertools.pairwise(self.revoked_devices)):
+            raise MalformedInput("revoked_devices is not strictly ascending (sorted, unique)")
         _check_uint("quota_bytes", self.quota_bytes)
         if self.quota_bytes == 0:
             raise MalformedInput("quota_bytes is 0: a registration holds at least one byte")
@@ -117,6 +137,7 @@ class RelayRegistration:
         recipient_did: str,
         relay: str,
         allowed_senders: tuple[str, ...] = (),
+        revoked_devices: tuple[str, ...] = (),
         quota_bytes: int,
         expires_at_ms: int,
         issued_at_ms: int,
@@ -130,6 +151,7 @@ class RelayRegistration:
                 device=peer_id_from_ed25519_public_key(bytes(signing_key.verify_key)),
                 relay=relay,
                 allowed_senders=tuple(sorted(set(allowed_senders))),
+                revoked_devices=tuple(sorted(set(revoked_devices))),
                 quota_bytes=quota_bytes,
                 expires_at_ms=expires_at_ms,
                 issued_at_ms=issued_at_ms,
@@ -154,6 +176,7 @@ class RelayRegistration:
             "device": self.device,
             "relay": self.relay,
             "allowed_senders": list(self.allowed_senders),
+            "revoked_devices": list(self.revoked_devices),
             "quota_bytes": self.quota_bytes,
             "expires_at_ms": self.expires_at_ms,
             "issued_at_ms": self.issued_at_ms,
@@ -179,6 +202,7 @@ class RelayRegistration:
             device=_take(fields, "device", str),
             relay=_take(fields, "relay", str),
             allowed_senders=tuple(_take(fields, "allowed_senders", list)),
+            revoked_devices=tuple(_take(fields, "revoked_devices", list)),
             quota_bytes=_take(fields, "quota_bytes", int),
             expires_at_ms=_take(fields, "expires_at_ms", int),
             issued_at_ms=_take(fields, "issued_at_ms", int),

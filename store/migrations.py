@@ -427,6 +427,69 @@ def _v6_relay(db: SqliteDatabase) -> None:
         execute_sql(db, statement)
 
 
+def _v7_mailbox(db: SqliteDatabase) -> None:
+    """The mailbox, both roles. As a relay: the bytes each recipient holds (`used_bytes`, kept
+    with every deposit, ack and removal, so the quota check reads one row instead of summing).
+    As a sender (store.mailbox): the outbox, one row per envelope and relay until the relay
+    takes it; `mailbox_cursor`, how far this device's own ops were mailed (so a restart mails
+    each op once). As a recipient: the envelopes received and applied (dedupe across relays).
+    All local, never replicated."""
+    for statement in (
+        "ALTER TABLE relay_registration ADD COLUMN used_bytes INTEGER NOT NULL DEFAULT 0"
+        " CHECK (used_bytes >= 0)",
+        """
+        UPDATE relay_registration SET used_bytes = (
+            SELECT coalesce(sum(size), 0) FROM relay_envelope
+            WHERE relay_envelope.recipient_did = relay_registration.recipient_did
+        )
+        """,
+        # Ids of envelopes acked, until they would have expired: a replayed envelope is refused
+        # as a duplicate even after its recipient took it.
+        """
+        CREATE TABLE relay_acked (
+            id TEXT PRIMARY KEY NOT NULL,
+            expires_at_ms INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX relay_acked_expiry ON relay_acked (expires_at_ms)",
+        """
+        CREATE TABLE mailbox_outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            envelope_id TEXT NOT NULL,
+            relay TEXT NOT NULL,
+            recipient_did TEXT NOT NULL,
+            payload_type TEXT NOT NULL,
+            envelope BLOB NOT NULL CHECK (typeof(envelope) = 'blob'),
+            expires_at_ms INTEGER NOT NULL,
+            created_at_ms INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_ms INTEGER NOT NULL,
+            last_error TEXT,
+            UNIQUE (envelope_id, relay)
+        )
+        """,
+        "CREATE INDEX mailbox_outbox_due ON mailbox_outbox (next_attempt_ms)",
+        """
+        CREATE TABLE mailbox_cursor (
+            device TEXT PRIMARY KEY NOT NULL,
+            mailed_seq INTEGER NOT NULL CHECK (mailed_seq >= 0)
+        )
+        """,
+        """
+        CREATE TABLE mailbox_received (
+            envelope_id TEXT PRIMARY KEY NOT NULL,
+            relay TEXT NOT NULL,
+            sender_did TEXT NOT NULL,
+            sender_device TEXT NOT NULL,
+            payload_type TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            received_at_ms INTEGER NOT NULL
+        )
+        """,
+    ):
+        execute_sql(db, statement)
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v1_identity_devices_peers,
     _v2_vault,
@@ -434,6 +497,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v4_sync,
     _v5_revoked_acus,
     _v6_relay,
+    _v7_mailbox,
 )
 
 # The schema version this build writes and understands.

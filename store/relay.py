@@ -15,6 +15,7 @@ sequence number, opaque to the client. Acknowledging deletes. Expired envelopes 
 `remove_expired`, which the node runs periodically.
 """
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -101,7 +102,7 @@ def deposit(
     with write_transaction(db):
         conn = connection(db)
         row = conn.execute(
-            "SELECT registration, quota_bytes, expires_at_ms FROM relay_registration"
+            "SELECT registration, quota_bytes, expires_at_ms, used_bytes FROM relay_registration"
             " WHERE recipient_did = ?",
             (envelope.recipient_did,),
         ).fetchone()
@@ -128,12 +129,15 @@ def deposit(
             raise RelayRefused(
                 "expired", f"the envelope asks to be kept longer than {limits.max_ttl_ms} ms"
             )
-        if conn.execute("SELECT 1 FROM relay_envelope WHERE id = ?", (envelope.id,)).fetchone():
-            raise RelayRefused("duplicate", f"envelope {envelope.id} is held already")
-        (used,) = conn.execute(
-            "SELECT coalesce(sum(size), 0) FROM relay_envelope WHERE recipient_did = ?",
-            (envelope.recipient_did,),
-        ).fetchone()
+        if conn.execute(
+            "SELECT 1 FROM relay_envelope WHERE id = ? UNION ALL SELECT 1 FROM relay_acked"
+            " WHERE id = ?",
+            (envelope.id, envelope.id),
+        ).fetchone():
+            raise RelayRefused(
+                "duplicate", f"envelope {envelope.id} is held already, or was delivered"
+            )
+        used = row[3]
         if used + envelope.size > row[1]:
             raise RelayRefused(
                 "over_quota",
@@ -152,6 +156,10 @@ def deposit(
                 envelope.to_wire(),
             ),
         )
+        conn.execute(
+            "UPDATE relay_registration SET used_bytes = used_bytes + ? WHERE recipient_did = ?",
+            (envelope.size, envelope.recipient_did),
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -161,9 +169,18 @@ class EnvelopePage:
 
 
 def list_envelopes(
-    db: SqliteDatabase, recipient_did: str, after: str | None, limit: int, now_ms: int
+    db: SqliteDatabase,
+    recipient_did: str,
+    after: str | None,
+    limit: int,
+    now_ms: int,
+    *,
+    reader: str = "",
 ) -> EnvelopePage:
-    """The ids of `recipient_did`'s unexpired envelopes after the cursor, in arrival order."""
+    """The ids of `recipient_did`'s unexpired envelopes after the cursor, in arrival order,
+    but for those `reader` (a device's peer id) deposited itself: a device mails its own ops
+    to the other devices of its DID through the DID's one mailbox, and must not take them
+    back out (it would ack them, and the devices they are for would never see them)."""
     try:
         start = 0 if after is None else int(after)
     except ValueError as err:
@@ -173,14 +190,31 @@ def list_envelopes(
             connection(db)
             .execute(
                 "SELECT seq, id FROM relay_envelope WHERE recipient_did = ? AND seq > ?"
-                " AND expires_at_ms > ? ORDER BY seq LIMIT ?",
-                (recipient_did, start, now_ms, limit),
+                " AND expires_at_ms > ? AND deposited_by != ? ORDER BY seq LIMIT ?",
+                (recipient_did, start, now_ms, reader, limit),
             )
             .fetchall()
         )
     if not rows:
         return EnvelopePage(ids=[], next_cursor=None)
     return EnvelopePage(ids=[r[1] for r in rows], next_cursor=str(rows[-1][0]))
+
+
+def registration_of(
+    db: SqliteDatabase, recipient_did: str, now_ms: int
+) -> RelayRegistration | None:
+    """The current registration of `recipient_did`, or None (none, or expired)."""
+    with db.atomic():
+        row = (
+            connection(db)
+            .execute(
+                "SELECT registration FROM relay_registration"
+                " WHERE recipient_did = ? AND expires_at_ms > ?",
+                (recipient_did, now_ms),
+            )
+            .fetchone()
+        )
+    return None if row is None else RelayRegistration.from_wire(bytes(row[0]))
 
 
 def fetch(db: SqliteDatabase, recipient_did: str, ids: Sequence[str]) -> list[Envelope]:
@@ -204,22 +238,57 @@ def ack(db: SqliteDatabase, recipient_did: str, ids: Sequence[str]) -> int:
     with write_transaction(db):
         conn = connection(db)
         for chunk in chunks(list(ids)):
-            deleted += conn.execute(
-                f"DELETE FROM relay_envelope WHERE recipient_did = ?"
-                f" AND id IN ({placeholders(len(chunk))})",
+            where = f"recipient_did = ? AND id IN ({placeholders(len(chunk))})"
+            (size,) = conn.execute(
+                f"SELECT coalesce(sum(size), 0) FROM relay_envelope WHERE {where}",
                 (recipient_did, *chunk),
+            ).fetchone()
+            conn.execute(
+                f"INSERT OR IGNORE INTO relay_acked (id, expires_at_ms)"
+                f" SELECT id, expires_at_ms FROM relay_envelope WHERE {where}",
+                (recipient_did, *chunk),
+            )
+            deleted += conn.execute(
+                f"DELETE FROM relay_envelope WHERE {where}", (recipient_did, *chunk)
             ).rowcount
+            _release(conn, recipient_did, size)
     return deleted
+
+
+def _release(conn: sqlite3.Connection, recipient_did: str, size: int) -> None:
+    conn.execute(
+        "UPDATE relay_registration SET used_bytes = max(used_bytes - ?, 0) WHERE recipient_did = ?",
+        (size, recipient_did),
+    )
 
 
 def remove_expired(db: SqliteDatabase, now_ms: int) -> int:
     """Drop expired envelopes and registrations; how many envelopes went."""
     with write_transaction(db):
         conn = connection(db)
+        freed = conn.execute(
+            "SELECT recipient_did, sum(size) FROM relay_envelope WHERE expires_at_ms <= ?"
+            " GROUP BY recipient_did",
+            (now_ms,),
+        ).fetchall()
         dropped = conn.execute(
             "DELETE FROM relay_envelope WHERE expires_at_ms <= ?", (now_ms,)
         ).rowcount
-        conn.execute("DELETE FROM relay_registration WHERE expires_at_ms <= ?", (now_ms,))
+        for recipient_did, size in freed:
+            _release(conn, recipient_did, size)
+        conn.execute("DELETE FROM relay_acked WHERE expires_at_ms <= ?", (now_ms,))
+        # An expired registration takes its mail with it (unregister).
+        expired = [
+            did
+            for (did,) in conn.execute(
+                "SELECT recipient_did FROM relay_registration WHERE expires_at_ms <= ?", (now_ms,)
+            )
+        ]
+        for did in expired:
+            dropped += conn.execute(
+                "DELETE FROM relay_envelope WHERE recipient_did = ?", (did,)
+            ).rowcount
+            conn.execute("DELETE FROM relay_registration WHERE recipient_did = ?", (did,))
         return int(dropped)
 
 

@@ -9,8 +9,9 @@ op's DID, and name the op's entity.
 from collections.abc import Mapping
 from typing import Final
 
-from protocols.errors import InvalidPeerId, MalformedInput
+from protocols.errors import BadSignature, InvalidPeerId, MalformedInput
 from protocols.identity_records import DeviceCertificate, IdentityKeyRotation
+from protocols.mailbox_records import RelayList
 from protocols.oplog import OpKind, SyncOperation
 from protocols.peer_id import ed25519_public_key_from_peer_id
 
@@ -51,6 +52,11 @@ def check_trust_payload(op: SyncOperation) -> None:
                     raise MalformedInput(f"the cut of {peer_id} must be a sequence number")
             if op.entity_id not in cuts:
                 raise MalformedInput("a revocation's cuts must name the revoked device")
+        case "identity", OpKind.UPDATE if "relay_list" in payload:
+            if op.entity_id != op.author:
+                raise MalformedInput("an identity op's entity is its author's DID")
+            _fields(payload, frozenset({"relay_list"}), "relay list")
+            _relay_list(op, payload["relay_list"])
         case "identity", OpKind.UPDATE:
             if op.entity_id != op.author:
                 raise MalformedInput("an identity op's entity is its author's DID")
@@ -59,7 +65,7 @@ def check_trust_payload(op: SyncOperation) -> None:
         case _:
             raise MalformedInput(
                 f"no {op.kind.value} op for a {op.entity_type}: devices are certified and "
-                "revoked, identity keys rotated"
+                "revoked, identity keys rotated, relay lists replaced"
             )
 
 
@@ -93,6 +99,20 @@ def _rotation(op: SyncOperation, wire: object) -> IdentityKeyRotation:
     if rotation.did != op.author:
         raise MalformedInput("a key rotation in an op must be for the op's author")
     return rotation
+
+
+def _relay_list(op: SyncOperation, wire: object) -> None:
+    """A relay list of the op's author, signed by the op's device (it is shown outside the
+    vault too, to senders, so it carries its own signature)."""
+    if not isinstance(wire, bytes):
+        raise MalformedInput("relay_list must be a relay list's wire bytes")
+    relays = RelayList.from_wire(wire)
+    if relays.recipient_did != op.author or relays.device != op.device:
+        raise MalformedInput("a relay list in the vault is its author's, signed by the op's device")
+    try:
+        relays.verify()
+    except BadSignature as err:
+        raise MalformedInput(f"the relay list's signature does not verify: {err}") from err
 
 
 def _check_peer_id(value: object) -> None:
