@@ -41,6 +41,7 @@ from protocols.errors import InvalidDid, InvalidPeerId, LocalProtocolError, Remo
 from protocols.mailbox_records import (
     MAX_ALLOWED_SENDERS,
     MAX_RELAYS,
+    MAX_REVOKED_DEVICES,
     REGISTRATION_TYPE,
     RELAY_LIST_TYPE,
 )
@@ -64,6 +65,7 @@ SENDER_DID, RECIPIENT_DID, OTHER_DID = did(1), did(2), did(3)
 SENDER_DEVICE_KEY, RECIPIENT_DEVICE_KEY = signing_key(11), signing_key(12)
 SENDER_DEVICE, RECIPIENT_DEVICE = device(SENDER_DEVICE_KEY), device(RECIPIENT_DEVICE_KEY)
 RELAY, OTHER_RELAY = device(signing_key(21)), device(signing_key(22))
+REVOKED_DEVICE = device(signing_key(13))  # a device of the recipient, revoked
 RECIPIENT_X25519 = nacl.public.PrivateKey(b"\x07" * 32)
 OTHER_X25519 = nacl.public.PrivateKey(b"\x08" * 32)
 EPHEMERAL = b"\x09" * 32
@@ -456,6 +458,7 @@ def make_registration(**changes: Any) -> RelayRegistration:
         "recipient_did": RECIPIENT_DID,
         "relay": RELAY,
         "allowed_senders": (SENDER_DID, OTHER_DID),
+        "revoked_devices": (REVOKED_DEVICE,),
         "quota_bytes": 64 * 1024 * 1024,
         "expires_at_ms": EXPIRES_AT_MS,
         "issued_at_ms": NOW_MS,
@@ -506,11 +509,63 @@ def test_registration() -> None:
         "device": RECIPIENT_DEVICE,
         "relay": RELAY,
         "allowed_senders": sorted([SENDER_DID, OTHER_DID]),
+        "revoked_devices": [REVOKED_DEVICE],
         "quota_bytes": 64 * 1024 * 1024,
         "expires_at_ms": EXPIRES_AT_MS,
         "issued_at_ms": NOW_MS,
         "signature": registration.signature,
     }
+
+
+def test_registration_revoked_devices() -> None:
+    default = RelayRegistration.create(
+        signing_key=RECIPIENT_DEVICE_KEY,
+        recipient_did=RECIPIENT_DID,
+        relay=RELAY,
+        quota_bytes=1,
+        expires_at_ms=EXPIRES_AT_MS,
+        issued_at_ms=NOW_MS,
+    )
+    assert default.revoked_devices == ()  # none unless named
+    default.verify()
+    revoked = [device(signing_key(seed)) for seed in (31, 32, 33)]
+    registration = make_registration(revoked_devices=(revoked[2], revoked[0], revoked[2], *revoked))
+    registration.verify()
+    assert registration.revoked_devices == tuple(sorted(revoked))  # sorted, unique
+    assert RelayRegistration.from_wire(registration.to_wire()) == registration
+    wire = canonical_decode(registration.to_wire())
+    assert isinstance(wire, dict)
+    assert wire["revoked_devices"] == sorted(revoked)
+    # The signing device may name itself (a node registering the list it holds); the list is
+    # what the signer says, the relay decides what it means.
+    make_registration(revoked_devices=(RECIPIENT_DEVICE,)).verify()
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        (),  # a revoked device strips itself out
+        (REVOKED_DEVICE, OTHER_RELAY),  # or one is added
+        (OTHER_RELAY,),  # or replaced
+    ],
+    ids=["removed", "added", "replaced"],
+)
+def test_the_signature_covers_the_revoked_devices(changed: tuple[str, ...]) -> None:
+    registration = make_registration()
+    assert registration.revoked_devices == (REVOKED_DEVICE,)
+    changed = tuple(sorted(changed))
+    tampered = dataclasses.replace(registration, revoked_devices=changed)
+    with pytest.raises(BadSignature):
+        tampered.verify()
+    # And on the wire: the same change under the old signature decodes, and does not verify.
+    fields = canonical_decode(registration.to_wire())
+    assert isinstance(fields, dict)
+    decoded = RelayRegistration.from_wire(
+        canonical_encode({**fields, "revoked_devices": list(changed)})
+    )
+    assert decoded == tampered
+    with pytest.raises(BadSignature):
+        decoded.verify()
 
 
 def test_relay_list() -> None:
@@ -534,6 +589,7 @@ TAMPERED: dict[str, object] = {
     "recipient_did": OTHER_DID,
     "relay": OTHER_RELAY,
     "allowed_senders": (SENDER_DID,),
+    "revoked_devices": (),
     "quota_bytes": 1,
     "expires_at_ms": EXPIRES_AT_MS + 1,
     "issued_at_ms": NOW_MS + 1,
@@ -615,6 +671,33 @@ WRONG_FIELDS: list[tuple[Callable[[], Record], str, object, type[MalformedInput]
     ),
     (make_registration, "allowed_senders", [SENDER_DID] * 2, MalformedInput, "ascending"),
     (make_registration, "allowed_senders", [RELAY], InvalidDid, "not a DID"),
+    (make_registration, "revoked_devices", RELAY, MalformedInput, "revoked_devices is a str"),
+    (make_registration, "revoked_devices", None, MalformedInput, "revoked_devices is a NoneType"),
+    (
+        make_registration,
+        "revoked_devices",
+        sorted([RELAY, OTHER_RELAY], reverse=True),
+        MalformedInput,
+        "revoked_devices is not strictly ascending",
+    ),
+    (
+        make_registration,
+        "revoked_devices",
+        [REVOKED_DEVICE] * 2,
+        MalformedInput,
+        "revoked_devices is not strictly ascending",
+    ),
+    (make_registration, "revoked_devices", [SENDER_DID], InvalidPeerId, "revoked_devices"),
+    (make_registration, "revoked_devices", [SHA256_PEER_ID], InvalidPeerId, "revoked_devices"),
+    (make_registration, "revoked_devices", [5], MalformedInput, "revoked_devices is a int"),
+    (make_registration, "revoked_devices", [[RELAY]], MalformedInput, "revoked_devices is a list"),
+    (
+        make_registration,
+        "revoked_devices",
+        [device(signing_key(seed)) for seed in range(MAX_REVOKED_DEVICES + 1)],
+        MalformedInput,
+        "revoked_devices has more than 256",
+    ),
     (make_registration, "quota_bytes", 0, MalformedInput, "quota_bytes is 0"),
     (make_registration, "expires_at_ms", NOW_MS, MalformedInput, "not after issued_at_ms"),
     (make_relay_list, "relays", {}, MalformedInput, "relays is a dict"),
@@ -640,11 +723,38 @@ def test_wrong_field_values_are_refused(
         type(record).from_wire(canonical_encode({**fields, name: value}))
 
 
+@pytest.mark.parametrize(
+    ("revoked", "match"),
+    [
+        ((RECIPIENT_DID,), "revoked_devices is not a device peer id"),
+        (("12D3KooW",), "revoked_devices is not a device peer id"),
+        ((SHA256_PEER_ID,), "revoked_devices is not a device peer id"),
+        ((b"peer",), "revoked_devices is a bytes, expected str"),
+        ((RELAY, 7), "cannot make this registration"),  # cannot even be sorted
+    ],
+)
+def test_create_refuses_revoked_devices_that_are_not_peer_ids(
+    revoked: tuple[object, ...], match: str
+) -> None:
+    with pytest.raises(LocalProtocolError, match=match):
+        make_registration(revoked_devices=revoked)
+
+
 def test_record_list_bounds() -> None:
     senders = tuple(did(seed) for seed in range(100, 100 + MAX_ALLOWED_SENDERS + 1))
     make_registration(allowed_senders=senders[:-1]).verify()
     with pytest.raises(LocalProtocolError, match="more than 256"):
         make_registration(allowed_senders=senders)
+    revoked = tuple(device(signing_key(seed)) for seed in range(100, 100 + MAX_REVOKED_DEVICES + 1))
+    largest = make_registration(allowed_senders=senders[:-1], revoked_devices=revoked[:-1])
+    largest.verify()
+    assert RelayRegistration.from_wire(largest.to_wire()) == largest
+    with pytest.raises(LocalProtocolError, match="revoked_devices has more than 256"):
+        make_registration(revoked_devices=revoked)
+    # Duplicates go before the bound is checked: 256 distinct named twice over still fit.
+    assert make_registration(revoked_devices=revoked[:-1] * 2).revoked_devices == tuple(
+        sorted(revoked[:-1])
+    )
     relays = tuple((device(signing_key(seed)), ("/a",) * MAX_ADDRS) for seed in range(17 + 30))
     make_relay_list(relays=relays[:MAX_RELAYS]).verify()
     with pytest.raises(LocalProtocolError, match="more than 16"):
@@ -683,11 +793,12 @@ records = st.one_of(
         st.binary(min_size=SEAL_OVERHEAD + 1, max_size=200),
     ),
     st.builds(
-        lambda key, recipient, relay, senders, quota, at, ttl: RelayRegistration.create(
+        lambda key, recipient, relay, senders, revoked, quota, at, ttl: RelayRegistration.create(
             signing_key=signing_key(key),
             recipient_did=recipient,
             relay=relay,
             allowed_senders=tuple(senders),
+            revoked_devices=tuple(revoked),
             quota_bytes=quota,
             expires_at_ms=at + ttl,
             issued_at_ms=at,
@@ -696,6 +807,7 @@ records = st.one_of(
         dids,
         devices,
         st.lists(dids, max_size=4),
+        st.lists(devices, max_size=4),
         st.integers(min_value=1, max_value=2**63 - 1),
         st.integers(min_value=0, max_value=2**62 - 1),
         st.integers(min_value=1, max_value=2**62 - 1),

@@ -20,6 +20,7 @@ from protocols.errors import (
     TruncatedFrame,
 )
 from protocols.framing import encode_frame, encode_varint
+from protocols.identity_records import DeviceCertificate, IdentityKeyRotation
 from protocols.mailbox import (
     ABORT,
     END_OF_STREAM,
@@ -35,6 +36,8 @@ from protocols.mailbox import (
     Deposit,
     Fetch,
     Fetched,
+    Introduce,
+    Introduced,
     List,
     Listed,
     MailboxClient,
@@ -58,7 +61,9 @@ from protocols.mailbox import (
 )
 from protocols.mailbox_notice import Notice
 from protocols.mailbox_records import RelayRegistration
+from protocols.pairing_messages import MAX_CHAIN, MAX_IDENTITY_ROTATIONS
 from protocols.peer_id import peer_id_from_ed25519_public_key
+from protocols.trust import IdentityKeys, compute_trust
 
 IDENTITY_KEY = nacl.signing.SigningKey(b"\x01" * 32)
 RECIPIENT = did_from_ed25519_public_key(bytes(IDENTITY_KEY.verify_key))
@@ -75,6 +80,33 @@ REGISTRATION = RelayRegistration.create(
     expires_at_ms=NOW_MS + 10**9,
     issued_at_ms=NOW_MS,
 )
+A1, A2 = (peer_id_from_ed25519_public_key(bytes(key.verify_key)) for key in (A1_KEY, A2_KEY))
+# The identity key was rotated (version 2) before it certified A2; A2 then approved A1. So A1's
+# introduction needs both the chain (A2's certificate) and the rotation to check.
+NEW_IDENTITY_KEY = nacl.signing.SigningKey(b"\x07" * 32)
+ROTATION = IdentityKeyRotation.create(
+    signing_key=IDENTITY_KEY,
+    did=RECIPIENT,
+    new_public_key=bytes(NEW_IDENTITY_KEY.verify_key),
+    key_version=2,
+    rotated_at_ms=NOW_MS - 1000,
+).to_wire()
+A2_CERTIFICATE = DeviceCertificate.create(
+    signing_key=NEW_IDENTITY_KEY,
+    did=RECIPIENT,
+    device_public_key=bytes(A2_KEY.verify_key),
+    approver=RECIPIENT,
+    issued_at_ms=NOW_MS,
+).to_wire()
+A1_CERTIFICATE = DeviceCertificate.create(
+    signing_key=A2_KEY,
+    did=RECIPIENT,
+    device_public_key=bytes(A1_KEY.verify_key),
+    approver=A2,
+    issued_at_ms=NOW_MS + 1,
+).to_wire()
+UNAUTHORIZED = MailboxError(code=RefusalCode.UNAUTHORIZED, message="not a device of the DID")
+INTRODUCE_A1 = Introduce(certificate=A1_CERTIFICATE, chain=(A2_CERTIFICATE,), rotations=(ROTATION,))
 
 Session = MailboxClient | MailboxServer
 Event = ClientEvent | ServerEvent
@@ -133,8 +165,27 @@ class Relay:
         self.held: dict[str, tuple[int, Envelope]] = {}  # id -> (arrival seq, envelope)
         self.arrivals = 0
 
+    def introduce(self, request: Introduce) -> str | None:
+        """The DID the introduction makes its device a device of, or None: the chain and
+        rotations must make the certificate count, and the DID's registration here must not
+        name the device as revoked."""
+        certificate = DeviceCertificate.from_wire(request.certificate)
+        chain = [DeviceCertificate.from_wire(item) for item in request.chain]
+        rotations = [IdentityKeyRotation.from_wire(item) for item in request.rotations]
+        keys = IdentityKeys.from_rotations(certificate.did, rotations)
+        trust = compute_trust(keys, [certificate, *chain], [])
+        registration = self.registered.get(certificate.did)
+        revoked = registration.revoked_devices if registration is not None else ()
+        device = certificate.device_peer_id
+        return certificate.did if trust.is_trusted(device) and device not in revoked else None
+
     def answer(self, server: MailboxServer, request: ServerEvent) -> bytes:
         match request:
+            case Introduce():
+                did = self.introduce(request)
+                if did is None:
+                    return server.refuse(UNAUTHORIZED.code, UNAUTHORIZED.message)
+                return server.introduced(did)
             case Register(registration=registration):
                 registration.verify()
                 self.registered[registration.recipient_did] = registration
@@ -226,6 +277,49 @@ def test_register_deposit_list_fetch_ack_and_a_clean_end() -> None:
     )
     recipient.finish()
     assert events_after(recipient_side, b"") == [StreamEnded()]
+
+
+def test_an_introduction_counts_only_with_its_chain_and_rotations() -> None:
+    relay, client, server = Relay(), MailboxClient(), MailboxServer()
+    frame = client.introduce(A1_CERTIFICATE, [A2_CERTIFICATE], [ROTATION])
+    assert frame == framed(INTRODUCE_A1)
+    assert client.state is State.AWAIT_INTRODUCED
+    [request] = events_after(server, frame, chunk=1)
+    assert request == INTRODUCE_A1
+    assert server.state is State.AWAIT_INTRODUCED
+    [answer] = events_after(client, relay.answer(server, request), chunk=1)
+    assert answer == Introduced(did=RECIPIENT)
+    assert client.state is server.state is State.IDLE
+    # Without A2's certificate, or without the rotation that made the key which signed it, A1
+    # is no device of the DID: refused, and the stream goes on.
+    for chain, rotations in [([], [ROTATION]), ([A2_CERTIFICATE], []), ([], [])]:
+        frame = client.introduce(A1_CERTIFICATE, chain, rotations)
+        assert exchange(client, server, relay, frame) == UNAUTHORIZED
+    # A2, certified by the identity itself, needs no chain (but the rotation still).
+    frame = client.introduce(A2_CERTIFICATE, [], [ROTATION])
+    assert exchange(client, server, relay, frame) == Introduced(did=RECIPIENT)
+    client.finish()
+    assert events_after(server, b"") == [StreamEnded()]
+
+
+def test_a_registration_naming_a_revoked_device_keeps_it_out() -> None:
+    relay, client, server = Relay(), MailboxClient(), MailboxServer()
+    revoking = RelayRegistration.create(
+        signing_key=A2_KEY,
+        recipient_did=RECIPIENT,
+        relay=RELAY,
+        revoked_devices=(A1, A1),
+        quota_bytes=1 << 20,
+        expires_at_ms=NOW_MS + 10**9,
+        issued_at_ms=NOW_MS + 5,
+    )
+    assert revoking.revoked_devices == (A1,)
+    assert exchange(client, server, relay, client.register(revoking)) == Registered()
+    assert relay.registered == {RECIPIENT: revoking}  # the list travelled, signature and all
+    a1 = client.introduce(A1_CERTIFICATE, [A2_CERTIFICATE], [ROTATION])
+    assert exchange(client, server, relay, a1) == UNAUTHORIZED  # certified, but revoked
+    a2 = client.introduce(A2_CERTIFICATE, [], [ROTATION])
+    assert exchange(client, server, relay, a2) == Introduced(did=RECIPIENT)
 
 
 def test_a_fetch_is_answered_within_the_byte_bound_and_the_rest_asked_again() -> None:
@@ -414,6 +508,8 @@ def test_sending_out_of_turn_is_a_local_error_and_changes_nothing() -> None:
         server.acked(0)
     with pytest.raises(LocalProtocolError, match="may not send"):
         server.stored()
+    with pytest.raises(LocalProtocolError, match=r"server may not send vivim\.mailbox\.introduced"):
+        server.introduced(RECIPIENT)
     client.fetch([E1.id])
     with pytest.raises(LocalProtocolError, match=r"client may not send vivim\.mailbox\.fetch"):
         client.fetch([E1.id])
@@ -436,6 +532,13 @@ def test_sending_out_of_turn_is_a_local_error_and_changes_nothing() -> None:
         lambda c: c.unregister("did:web:example.com"),
         lambda c: c.register(REGISTRATION.to_wire()),
         lambda c: c.deposit(E1.to_wire()),
+        lambda c: c.introduce(b"", [], []),
+        lambda c: c.introduce(A1_CERTIFICATE.hex(), [], []),
+        lambda c: c.introduce(A1_CERTIFICATE, [b""], []),
+        lambda c: c.introduce(A1_CERTIFICATE, [A2_CERTIFICATE] * (MAX_CHAIN + 1), []),
+        lambda c: c.introduce(A1_CERTIFICATE, [], [ROTATION] * (MAX_IDENTITY_ROTATIONS + 1)),
+        lambda c: c.introduce(A1_CERTIFICATE, [], [ROTATION.hex()]),
+        lambda c: c.introduce(A1_CERTIFICATE, [], [None]),
     ],
 )
 def test_impossible_requests_are_a_local_error(call: Callable[[MailboxClient], object]) -> None:
@@ -452,6 +555,9 @@ def test_impossible_requests_are_a_local_error(call: Callable[[MailboxClient], o
         (lambda c: c.list_envelopes(RECIPIENT, None, 5), lambda s: s.listed([], "1")),
         (lambda c: c.fetch([E1.id]), lambda s: s.fetched([E1.to_wire()])),
         (lambda c: c.ack([E1.id]), lambda s: s.acked(-1)),
+        (lambda c: c.introduce(A1_CERTIFICATE, [], []), lambda s: s.introduced(A1)),
+        (lambda c: c.introduce(A1_CERTIFICATE, [], []), lambda s: s.introduced("did:web:x.org")),
+        (lambda c: c.introduce(A1_CERTIFICATE, [], []), lambda s: s.introduced(None)),
     ],
 )
 def test_impossible_answers_are_a_local_error(
@@ -468,6 +574,7 @@ def test_impossible_answers_are_a_local_error(
 # --- every (state, input) pair --------------------------------------------------------------------
 
 REQUESTS: dict[State, Message] = {
+    State.AWAIT_INTRODUCED: INTRODUCE_A1,
     State.AWAIT_REGISTERED: Register(registration=REGISTRATION),
     State.AWAIT_UNREGISTERED: Unregister(recipient_did=RECIPIENT),
     State.AWAIT_STORED: Deposit(envelope=E1),
@@ -478,6 +585,7 @@ REQUESTS: dict[State, Message] = {
 # Answers that fit the requests above.
 MESSAGES: dict[str, Message] = {
     **{type(request).__name__: request for request in REQUESTS.values()},
+    "Introduced": Introduced(did=RECIPIENT),
     "Registered": Registered(),
     "Unregistered": Unregistered(),
     "Stored": Stored(id=E1.id),
@@ -512,6 +620,8 @@ OTHER_INPUTS: dict[str, tuple[bytes, bool]] = {
 
 def send_request(client: MailboxClient, request: Message) -> bytes:
     match request:
+        case Introduce(certificate=certificate, chain=chain, rotations=rotations):
+            return client.introduce(certificate, chain, rotations)
         case Register(registration=registration):
             return client.register(registration)
         case Unregister(recipient_did=recipient_did):

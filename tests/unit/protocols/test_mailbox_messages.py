@@ -22,6 +22,7 @@ from protocols.errors import (
     UnexpectedMessage,
 )
 from protocols.framing import NEED_DATA, encode_frame
+from protocols.identity_records import DeviceCertificate, IdentityKeyRotation
 from protocols.mailbox import (
     MAX_FETCHED_BYTES,
     MAX_FRAME,
@@ -31,6 +32,8 @@ from protocols.mailbox import (
     Deposit,
     Fetch,
     Fetched,
+    Introduce,
+    Introduced,
     List,
     Listed,
     MailboxError,
@@ -52,6 +55,8 @@ from protocols.mailbox_notice import (
     NoticeReader,
     encode_notice,
 )
+from protocols.mailbox_records import MAX_ALLOWED_SENDERS, MAX_REVOKED_DEVICES
+from protocols.pairing_messages import MAX_CHAIN, MAX_IDENTITY_ROTATIONS
 from protocols.peer_id import peer_id_from_ed25519_public_key
 
 
@@ -62,6 +67,35 @@ def did(seed: int) -> str:
 RECIPIENT = did(1)
 DEVICE_KEY = nacl.signing.SigningKey(b"\x02" * 32)
 RELAY = peer_id_from_ed25519_public_key(b"\x03" * 32)
+# A real introduction: the identity key (rotated to version 2) certified device 4, which
+# certified DEVICE_KEY's device.
+IDENTITY_KEY, ROTATED_KEY = (
+    nacl.signing.SigningKey(b"\x05" * 32),
+    nacl.signing.SigningKey(b"\x06" * 32),
+)
+APPROVER_KEY = nacl.signing.SigningKey(b"\x04" * 32)
+IDENTITY = did_from_ed25519_public_key(bytes(IDENTITY_KEY.verify_key))
+ROTATION = IdentityKeyRotation.create(
+    signing_key=IDENTITY_KEY,
+    did=IDENTITY,
+    new_public_key=bytes(ROTATED_KEY.verify_key),
+    key_version=2,
+    rotated_at_ms=1_600_000_000_000,
+).to_wire()
+APPROVER_CERTIFICATE = DeviceCertificate.create(
+    signing_key=ROTATED_KEY,
+    did=IDENTITY,
+    device_public_key=bytes(APPROVER_KEY.verify_key),
+    approver=IDENTITY,
+    issued_at_ms=1_700_000_000_000,
+).to_wire()
+CERTIFICATE = DeviceCertificate.create(
+    signing_key=APPROVER_KEY,
+    did=IDENTITY,
+    device_public_key=bytes(DEVICE_KEY.verify_key),
+    approver=peer_id_from_ed25519_public_key(bytes(APPROVER_KEY.verify_key)),
+    issued_at_ms=1_700_000_000_001,
+).to_wire()
 
 
 def envelope(seed: int, size: int = 100, recipient: str = RECIPIENT) -> Envelope:
@@ -83,6 +117,8 @@ REGISTRATION = RelayRegistration.create(
     issued_at_ms=1_700_000_000_000,
 )
 MESSAGES: list[Message] = [
+    Introduce(certificate=CERTIFICATE, chain=(APPROVER_CERTIFICATE,), rotations=(ROTATION,)),
+    Introduce(certificate=APPROVER_CERTIFICATE, chain=(), rotations=()),
     Register(registration=REGISTRATION),
     Unregister(recipient_did=RECIPIENT),
     Deposit(envelope=E1),
@@ -90,6 +126,7 @@ MESSAGES: list[Message] = [
     List(recipient_did=RECIPIENT, after=None, limit=1),
     Fetch(ids=(E1.id, E2.id)),
     Ack(ids=(E1.id,)),
+    Introduced(did=IDENTITY),
     Registered(),
     Unregistered(),
     Stored(id=E1.id),
@@ -101,6 +138,8 @@ MESSAGES: list[Message] = [
     MailboxError(code="over_quota", message="the recipient's quota is full"),
 ]
 IDS = [
+    "introduce",
+    "introduce_first_device",
     "register",
     "unregister",
     "deposit",
@@ -108,6 +147,7 @@ IDS = [
     "list_first",
     "fetch",
     "ack",
+    "introduced",
     "registered",
     "unregistered",
     "stored",
@@ -123,6 +163,19 @@ IDS = [
 def test_the_wire_form_of_each_message() -> None:
     # Built by hand from the protocol's definition, not from the classes.
     expected: dict[str, dict[str, Any]] = {
+        "introduce": {
+            "type": "vivim.mailbox.introduce.v1",
+            "certificate": CERTIFICATE,
+            "chain": [APPROVER_CERTIFICATE],
+            "rotations": [ROTATION],
+        },
+        "introduce_first_device": {
+            "type": "vivim.mailbox.introduce.v1",
+            "certificate": APPROVER_CERTIFICATE,
+            "chain": [],
+            "rotations": [],
+        },
+        "introduced": {"type": "vivim.mailbox.introduced.v1", "did": IDENTITY},
         "register": {"type": "vivim.mailbox.register.v1", "registration": REGISTRATION.to_wire()},
         "unregister": {"type": "vivim.mailbox.unregister.v1", "recipient_did": RECIPIENT},
         "deposit": {"type": "vivim.mailbox.deposit.v1", "envelope": E1.to_wire()},
@@ -211,9 +264,41 @@ def ids(count: int) -> list[str]:
 MISMATCHED_ENVELOPE = canonical_decode(E1.to_wire())
 assert isinstance(MISMATCHED_ENVELOPE, dict)
 MISMATCHED_ENVELOPE_WIRE = canonical_encode({**MISMATCHED_ENVELOPE, "expires_at_ms": 1})
-REGISTER, UNREGISTER, DEPOSIT, LIST, _, FETCH, ACK = MESSAGES[:7]
-STORED, LISTED, _, FETCHED, _, ACKED, ERROR = MESSAGES[9:]
+INTRODUCE, _, REGISTER, UNREGISTER, DEPOSIT, LIST, _, FETCH, ACK, INTRODUCED = MESSAGES[:10]
+STORED, LISTED, _, FETCHED, _, ACKED, ERROR = MESSAGES[12:]
 WRONG_FIELDS: list[tuple[Message, dict[str, Any], type[MalformedInput], str]] = [
+    (INTRODUCE, {"certificate": b""}, MalformedInput, "certificate holds an empty byte string"),
+    (INTRODUCE, {"certificate": "x"}, MalformedInput, "certificate holds a str, expected bytes"),
+    (INTRODUCE, {"certificate": None}, MalformedInput, "certificate holds a NoneType"),
+    (INTRODUCE, {"certificate": [CERTIFICATE]}, MalformedInput, "holds a tuple, expected bytes"),
+    (
+        INTRODUCE,
+        {"chain": [APPROVER_CERTIFICATE] * (MAX_CHAIN + 1)},
+        MalformedInput,
+        "chain has 17 entries, more than 16",
+    ),
+    (
+        INTRODUCE,
+        {"chain": APPROVER_CERTIFICATE},
+        MalformedInput,
+        "chain is a bytes, expected a list",
+    ),
+    (INTRODUCE, {"chain": [b""]}, MalformedInput, "chain holds an empty byte string"),
+    (INTRODUCE, {"chain": [1]}, MalformedInput, "chain holds a int, expected bytes"),
+    (
+        INTRODUCE,
+        {"rotations": [ROTATION] * (MAX_IDENTITY_ROTATIONS + 1)},
+        MalformedInput,
+        "rotations has 257 entries, more than 256",
+    ),
+    (INTRODUCE, {"rotations": None}, MalformedInput, "rotations is a NoneType, expected a list"),
+    (INTRODUCE, {"rotations": [ROTATION, "x"]}, MalformedInput, "rotations holds a str"),
+    (INTRODUCE, {"rotations": [b""]}, MalformedInput, "rotations holds an empty byte string"),
+    (INTRODUCED, {"did": RELAY}, InvalidDid, "not a DID"),
+    (INTRODUCED, {"did": "did:web:example.com"}, InvalidDid, "method is 'web'"),
+    (INTRODUCED, {"did": ""}, InvalidDid, "is not a DID"),
+    (INTRODUCED, {"did": 5}, MalformedInput, "did is a int, expected str"),
+    (INTRODUCED, {"did": None}, MalformedInput, "did is a NoneType"),
     (REGISTER, {"registration": b"\x00"}, MalformedInput, "not in canonical form|trailing|record"),
     (REGISTER, {"registration": E1.to_wire()}, MalformedInput, "record type"),
     (REGISTER, {"registration": [REGISTRATION.to_wire()]}, MalformedInput, "is a tuple"),
@@ -288,6 +373,26 @@ def test_the_largest_envelope_fits_a_deposit_and_a_fetched() -> None:
     encode_frame(Fetched(envelopes=(LARGEST,)).to_wire(), MAX_FRAME)
 
 
+def test_the_largest_registration_fits_a_register() -> None:
+    largest = RelayRegistration.create(
+        signing_key=DEVICE_KEY,
+        recipient_did=RECIPIENT,
+        relay=RELAY,
+        allowed_senders=tuple(did(seed) for seed in range(2, 2 + MAX_ALLOWED_SENDERS)),
+        revoked_devices=tuple(
+            peer_id_from_ed25519_public_key(seed.to_bytes(32, "big"))
+            for seed in range(MAX_REVOKED_DEVICES)
+        ),
+        quota_bytes=1 << 20,
+        expires_at_ms=2_000_000_000_000,
+        issued_at_ms=1_700_000_000_000,
+    )
+    assert len(largest.revoked_devices) == MAX_REVOKED_DEVICES
+    register = Register(registration=largest)
+    assert decode_message(register.to_wire()) == register
+    assert len(encode_frame(register.to_wire(), MAX_FRAME)) < MAX_FRAME // 16
+
+
 def test_a_full_fetched_fits_a_frame() -> None:
     # MAX_IDS envelopes filling MAX_FETCHED_BYTES: the most CBOR heads around the most bytes.
     small = [envelope(seed, size=60) for seed in range(MAX_IDS - 1)]
@@ -311,6 +416,48 @@ def test_a_fetched_over_the_bound_is_refused_and_take_fitting_stops_before_it() 
     assert len(take_fitting([envelope(seed, size=52) for seed in range(MAX_IDS + 5)])) == MAX_IDS
 
 
+def test_the_largest_introduction_fits_a_frame() -> None:
+    # Bounded by count, not size: the chain and rotations of real records at their limits.
+    largest = Introduce(
+        certificate=CERTIFICATE,
+        chain=(APPROVER_CERTIFICATE,) * MAX_CHAIN,
+        rotations=(ROTATION,) * MAX_IDENTITY_ROTATIONS,
+    )
+    assert decode_message(largest.to_wire()) == largest
+    encode_frame(largest.to_wire(), MAX_FRAME)
+    with pytest.raises(MalformedInput, match="more than 16"):
+        Introduce(certificate=CERTIFICATE, chain=(CERTIFICATE,) * (MAX_CHAIN + 1), rotations=())
+    with pytest.raises(MalformedInput, match="more than 256"):
+        Introduce(
+            certificate=CERTIFICATE, chain=(), rotations=(ROTATION,) * (MAX_IDENTITY_ROTATIONS + 1)
+        )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "match"),
+    [
+        ({"chain": [APPROVER_CERTIFICATE]}, "chain is a list, expected a list"),
+        ({"rotations": [ROTATION]}, "rotations is a list"),
+        ({"certificate": bytearray(CERTIFICATE)}, "certificate holds a bytearray"),
+        ({"chain": (APPROVER_CERTIFICATE, b"")}, "chain holds an empty byte string"),
+        ({"rotations": (ROTATION.hex(),)}, "rotations holds a str"),
+    ],
+)
+def test_an_introduce_of_the_wrong_types_cannot_be_built(
+    arguments: dict[str, Any], match: str
+) -> None:
+    fields = {"certificate": CERTIFICATE, "chain": (), "rotations": (), **arguments}
+    with pytest.raises(MalformedInput, match=match):
+        Introduce(**fields)
+
+
+def test_an_introduced_names_a_did() -> None:
+    with pytest.raises(InvalidDid):
+        Introduced(did=RELAY)  # a device's peer id is not its DID
+    with pytest.raises(MalformedInput, match="did is a bytes"):
+        Introduced(did=IDENTITY.encode())  # type: ignore[arg-type]
+
+
 def test_messages_are_frozen_and_tuples_are_kept() -> None:
     fetch = Fetch(ids=(E1.id,))
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -319,7 +466,12 @@ def test_messages_are_frozen_and_tuples_are_kept() -> None:
         Fetch(ids=[E1.id])  # type: ignore[arg-type]
 
 
+blobs = st.lists(st.binary(min_size=1, max_size=40), max_size=4).map(tuple)
 messages = st.one_of(
+    st.builds(
+        Introduce, certificate=st.binary(min_size=1, max_size=200), chain=blobs, rotations=blobs
+    ),
+    st.builds(Introduced, did=st.integers(1, 2**64).map(did)),
     st.builds(Unregister, recipient_did=st.integers(1, 2**64).map(did)),
     st.builds(
         List,
