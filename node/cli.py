@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from node import cli_devices, cli_vault
+from node import cli_devices, cli_mailbox, cli_vault
 from node.errors import NodeError, find_exception
 from protocols.errors import ProtocolError
 from store.errors import StoreError
@@ -114,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--api-port", type=int, metavar="PORT", help="control API port on 127.0.0.1 (0: any)"
     )
+    run.add_argument(
+        "--relay",
+        action="store_true",
+        default=None,
+        help="also be a relay: hold encrypted mail for people who register here (see "
+        "relay_allow in config.toml to accept only some)",
+    )
 
     commands.add_parser(
         "status",
@@ -123,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("peers", parents=[common, json_flag], help="list connected and known peers")
     cli_vault.add_commands(commands, [common, json_flag])
     cli_devices.add_commands(commands, [common, json_flag])
+    cli_mailbox.add_commands(commands, [common, json_flag])
     return parser
 
 
@@ -172,6 +180,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 "bootstrap": args.bootstrap,
                 "api_port": args.api_port,
                 "log_level": args.log_level,
+                "relay": args.relay,
             },
         )
         configure_logging(config.log_level)
@@ -191,6 +200,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cli_vault.run(args, data_dir)
     if args.command in cli_devices.COMMANDS:
         return cli_devices.run(args, data_dir)
+    if args.command in cli_mailbox.COMMANDS:
+        return cli_mailbox.run(args, data_dir)
     raise AssertionError(args.command)
 
 

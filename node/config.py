@@ -18,6 +18,7 @@ import multiaddr
 from multiaddr.exceptions import Error as MultiaddrError
 
 from node.errors import NodeError
+from protocols.envelope import MAX_ENVELOPE_BYTES
 
 APP_NAME = "vivim-node"
 CONFIG_FILE = "config.toml"
@@ -39,6 +40,8 @@ DEFAULT_REDIAL_MAX_S = 30.0
 # Anti-entropy: every connected device of the same identity is synced this often even without an
 # announcement, so a lost gossip message costs at most one period (issue 5 names 30 s).
 DEFAULT_SYNC_INTERVAL_S = 30.0
+# A relay removes expired mail this often (expired mail is never listed in between).
+DEFAULT_RELAY_SWEEP_INTERVAL_S = 60.0
 
 
 class ConfigError(NodeError):
@@ -73,6 +76,11 @@ class Config:
     redial_min_s: float = DEFAULT_REDIAL_MIN_S
     redial_max_s: float = DEFAULT_REDIAL_MAX_S
     sync_interval_s: float = DEFAULT_SYNC_INTERVAL_S
+    # The relay role (node/relay.py): off unless asked for.
+    relay: bool = False
+    relay_allow: tuple[str, ...] = ()
+    relay_max_envelope_bytes: int = MAX_ENVELOPE_BYTES
+    relay_sweep_interval_s: float = DEFAULT_RELAY_SWEEP_INTERVAL_S
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -99,6 +107,23 @@ class Config:
             raise ConfigError(
                 f"sync_interval_s {self.sync_interval_s} ({self._source('sync_interval_s')}) "
                 "must be more than 0 and at most 86400 seconds"
+            )
+
+        for did in self.relay_allow:
+            if not did.startswith("did:key:z"):
+                raise ConfigError(
+                    f"relay_allow entry {did!r} ({self._source('relay_allow')}) is not a DID "
+                    "like did:key:z6Mk... (`vivim-node id` prints a node's DID)"
+                )
+        if not 0 < self.relay_sweep_interval_s <= 86_400:
+            raise ConfigError(
+                f"relay_sweep_interval_s {self.relay_sweep_interval_s} "
+                f"({self._source('relay_sweep_interval_s')}) must be more than 0 and at most 86400"
+            )
+        if not 1024 <= self.relay_max_envelope_bytes <= MAX_ENVELOPE_BYTES:
+            raise ConfigError(
+                f"relay_max_envelope_bytes {self.relay_max_envelope_bytes} "
+                f"({self._source('relay_max_envelope_bytes')}) must be 1024 to {MAX_ENVELOPE_BYTES}"
             )
 
     def _source(self, key: str) -> str:
@@ -160,6 +185,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
         "redial_min_s",
         "redial_max_s",
         "sync_interval_s",
+        "relay",
+        "relay_allow",
+        "relay_max_envelope_bytes",
+        "relay_sweep_interval_s",
     }
     unknown = sorted(set(data) - known)
     if unknown:
@@ -172,17 +201,25 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def _typed(key: str, value: Any, where: str) -> Any:
     """Coerce one raw setting to its type, or say precisely what is wrong."""
     try:
-        if key in ("listen", "bootstrap"):
+        if key == "relay":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError
+        if key in ("listen", "bootstrap", "relay_allow"):
             if isinstance(value, str):
                 return _split_list(value)
             if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
                 return tuple(value)
             raise TypeError
-        if key == "api_port":
+        if key in ("api_port", "relay_max_envelope_bytes"):
             if isinstance(value, bool):
                 raise TypeError
             return int(value)
-        if key in ("redial_min_s", "redial_max_s", "sync_interval_s"):
+        if key in ("redial_min_s", "redial_max_s", "sync_interval_s", "relay_sweep_interval_s"):
             return float(value)
         if key == "log_level":
             return str(value).lower()
@@ -199,6 +236,10 @@ ENV_VARS = {
     "redial_min_s": "VIVIM_REDIAL_MIN_S",
     "redial_max_s": "VIVIM_REDIAL_MAX_S",
     "sync_interval_s": "VIVIM_SYNC_INTERVAL_S",
+    "relay": "VIVIM_RELAY",
+    "relay_allow": "VIVIM_RELAY_ALLOW",
+    "relay_max_envelope_bytes": "VIVIM_RELAY_MAX_ENVELOPE_BYTES",
+    "relay_sweep_interval_s": "VIVIM_RELAY_SWEEP_INTERVAL_S",
 }
 
 
@@ -220,7 +261,7 @@ def load_config(
             values[key] = _typed(key, env[var], f"${var}")
             sources[key] = f"${var}"
     for key, raw in (flags or {}).items():
-        if raw is None or raw == [] or raw == ():
+        if raw is None or raw is False or raw == [] or raw == ():
             continue
         values[key] = _typed(key, raw, f"--{key.replace('_', '-')}")
         sources[key] = f"--{key.replace('_', '-')}"
@@ -253,4 +294,11 @@ redial_max_s = {DEFAULT_REDIAL_MAX_S}
 # Seconds between syncs with each connected device of this identity (besides syncing on connect
 # and whenever one announces something new).
 sync_interval_s = {DEFAULT_SYNC_INTERVAL_S}
+
+# The relay role: hold encrypted mail for people who register here while they are offline
+# (also `run --relay`). relay_allow lists the DIDs whose mail is held; empty: anyone's.
+relay = false
+relay_allow = []
+relay_max_envelope_bytes = {MAX_ENVELOPE_BYTES}
+relay_sweep_interval_s = {DEFAULT_RELAY_SWEEP_INTERVAL_S}
 """

@@ -25,7 +25,9 @@ from node.errors import NodeError, find_exception
 from node.host import build_host, check_listening
 from node.identity import LocalIdentity, load_local_identity
 from node.keys import encryption_key_file
+from node.mailbox import mailbox_routes
 from node.pairing import pairing_route, serve_pairing
+from node.relay import RelayService, RelaySettings
 from node.runtime import (
     TOKEN_FILE,
     EarlySignals,
@@ -37,6 +39,8 @@ from node.runtime import (
 from node.state import NodeState
 from node.vault_api import build_vault_routes
 from protocols.gossip import GOSSIP_PROTOCOL_ID
+from protocols.mailbox import MAILBOX_PROTOCOL_ID
+from protocols.mailbox_notice import MAILBOX_NOTICE_PROTOCOL_ID
 from protocols.pairing import PROTOCOL_ID as PAIRING_PROTOCOL_ID
 from protocols.sync import SYNC_PROTOCOL_ID
 from store.sync_state import device_addresses
@@ -94,9 +98,30 @@ async def _serve(
                 "or config.toml"
             )
     host = build_host(identity.device_seed)
-    state = NodeState(identity, host, db, sync_interval_s=config.sync_interval_s)
+    encryption_key = encryption_key_file(config.data_dir).read()
+    state = NodeState(
+        identity,
+        host,
+        db,
+        sync_interval_s=config.sync_interval_s,
+        encryption_key=encryption_key,
+    )
     host.set_stream_handler(TProtocol(SYNC_PROTOCOL_ID), state.sync.serve_sync)
     host.set_stream_handler(TProtocol(GOSSIP_PROTOCOL_ID), state.sync.serve_gossip)
+    host.set_stream_handler(TProtocol(MAILBOX_NOTICE_PROTOCOL_ID), state.mailbox.serve_notice)
+    relay: RelayService | None = None
+    if config.relay:
+        relay = RelayService(
+            host,
+            db,
+            identity.peer_id,
+            RelaySettings(
+                allow=config.relay_allow,
+                max_envelope_bytes=config.relay_max_envelope_bytes,
+                sweep_interval_s=config.relay_sweep_interval_s,
+            ),
+        )
+        host.set_stream_handler(TProtocol(MAILBOX_PROTOCOL_ID), relay.serve)
     host.set_stream_handler(
         TProtocol(PAIRING_PROTOCOL_ID),
         partial(
@@ -104,8 +129,8 @@ async def _serve(
             codes=state.pairing_codes,
             database=db,
             signer=identity.signer(),
-            encryption_key=encryption_key_file(config.data_dir).read(),
-            on_certified=state.sync.local_changed,
+            encryption_key=encryption_key,
+            on_certified=state.local_changed,
         ),
     )
     # Besides the bootstrap list, keep connections to our other devices we know addresses of.
@@ -120,6 +145,9 @@ async def _serve(
             check_listening(host, config.listen)
             async with trio.open_nursery() as nursery:
                 await nursery.start(state.sync.run)
+                await nursery.start(state.mailbox.run)
+                if relay is not None:
+                    await nursery.start(relay.run)
                 nursery.start_soon(state.watcher.run)
                 nursery.start_soon(state.record_peers)
                 api_url = await _start_api(nursery, state, config, token)
@@ -150,8 +178,9 @@ async def _start_api(nursery: trio.Nursery, state: NodeState, config: Config, to
         config.data_dir / TOKEN_FILE,
         [
             *build_vault_routes(
-                state.db, state.identity.signer(), config.data_dir, state.sync.local_changed
+                state.db, state.identity.signer(), config.data_dir, state.local_changed
             ),
+            *mailbox_routes(state.mailbox),
             pairing_route(
                 state.pairing_codes, state.identity.did, state.identity.peer_id, state.addrs
             ),
@@ -181,6 +210,12 @@ def _announce_ready(config: Config, state: NodeState, api_url: str, stdout: Text
         "api": api_url,
     }
     write_runtime_file(config.data_dir, ready)
-    log.info("node.ready", addrs=ready["addrs"], api=api_url, bootstrap=len(config.bootstrap))
+    log.info(
+        "node.ready",
+        addrs=ready["addrs"],
+        api=api_url,
+        bootstrap=len(config.bootstrap),
+        relay=config.relay,
+    )
     stdout.write(json.dumps(ready) + "\n")
     stdout.flush()

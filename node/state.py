@@ -13,6 +13,7 @@ from libp2p.abc import IHost
 from node.connections import ConnectionWatcher
 from node.database import Database
 from node.identity import LocalIdentity
+from node.mailbox import MailboxService
 from node.metrics import NodeMetrics
 from node.pairing import PairingCodes
 from node.sync import SyncService
@@ -23,7 +24,13 @@ class NodeState:
     """The running node's identity, host and database, and the views built from them."""
 
     def __init__(
-        self, identity: LocalIdentity, host: IHost, db: Database, *, sync_interval_s: float
+        self,
+        identity: LocalIdentity,
+        host: IHost,
+        db: Database,
+        *,
+        sync_interval_s: float,
+        encryption_key: bytes,
     ) -> None:
         self.identity = identity
         self.host = host
@@ -42,10 +49,18 @@ class NodeState:
             interval_s=sync_interval_s,
             is_connected=self.watcher.is_connected,
         )
+        self.mailbox = MailboxService(
+            host, db, identity, encryption_key, is_connected=self.watcher.is_connected
+        )
         self.metrics = NodeMetrics(
             connected_peers=lambda: len(self.host.get_connected_peers()),
             uptime_s=self.uptime_s,
         )
+
+    def local_changed(self) -> None:
+        """Something was written here: announce it to our devices, mail it to absent ones."""
+        self.sync.local_changed()
+        self.mailbox.local_changed()
 
     def uptime_s(self) -> float:
         return time.monotonic() - self.started
@@ -70,6 +85,7 @@ class NodeState:
         # A device that connects (or is identified) is synced with: both sides pull.
         if self.watcher.is_connected(peer_id):
             self.sync.request(peer_id)
+            self.mailbox.peer_connected(peer_id)
 
     async def record_peers(self) -> None:
         """Write queued sightings to the peer table, in order, until cancelled."""

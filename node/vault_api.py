@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from node import device_ops, sync_ops, vault_ops
+from node import device_ops, mailbox_ops, sync_ops, vault_ops
 from node.database import Database
 from node.errors import NodeError
 from protocols.errors import ProtocolError
@@ -35,7 +35,12 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
 # The modules of command functions, each taking the database first.
-MODULES = {"vault": vault_ops, "device": device_ops, "sync": sync_ops}
+MODULES = {
+    "vault": vault_ops,
+    "device": device_ops,
+    "sync": sync_ops,
+    "mailbox": mailbox_ops,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +107,10 @@ ROUTES: tuple[VaultRoute, ...] = (
     VaultRoute(op="state_hash", method="GET", path="/v1/state-hash"),
     VaultRoute(op="list_devices", method="GET", path="/v1/devices", signer=True, module="device"),
     VaultRoute(op="sync_status", method="GET", path="/v1/sync/status", module="sync"),
+    VaultRoute(
+        op="mailbox_status", method="GET", path="/v1/mailbox/status", signer=True, module="mailbox"
+    ),
+    VaultRoute(op="relay_status", method="GET", path="/v1/relay/status", module="mailbox"),
     VaultRoute(
         op="plan_revocation",
         method="GET",

@@ -217,6 +217,24 @@ def registration_of(
     return None if row is None else RelayRegistration.from_wire(bytes(row[0]))
 
 
+def foreign_ids(db: SqliteDatabase, recipient_did: str, ids: Sequence[str]) -> list[str]:
+    """Those of `ids` held for someone other than `recipient_did`: a device asking to fetch
+    or ack them is refused (and learns nothing else about them)."""
+    foreign: list[str] = []
+    with db.atomic():
+        conn = connection(db)
+        for chunk in chunks(list(ids)):
+            foreign += [
+                str(row[0])
+                for row in conn.execute(
+                    f"SELECT id FROM relay_envelope WHERE id IN ({placeholders(len(chunk))})"
+                    f" AND recipient_did != ?",
+                    (*chunk, recipient_did),
+                )
+            ]
+    return foreign
+
+
 def fetch(db: SqliteDatabase, recipient_did: str, ids: Sequence[str]) -> list[Envelope]:
     """The envelopes among `ids` held for `recipient_did`, in the order asked."""
     found: dict[str, bytes] = {}
@@ -292,11 +310,38 @@ def remove_expired(db: SqliteDatabase, now_ms: int) -> int:
         return int(dropped)
 
 
+def held_for(db: SqliteDatabase, recipient_did: str) -> int:
+    """How many envelopes are held for `recipient_did`."""
+    with db.atomic():
+        (count,) = (
+            connection(db)
+            .execute(
+                "SELECT count(*) FROM relay_envelope WHERE recipient_did = ?", (recipient_did,)
+            )
+            .fetchone()
+        )
+    return int(count)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RelayStatus:
     recipients: int
     envelopes: int
     bytes: int
+
+
+def recipients(db: SqliteDatabase) -> list[tuple[str, int, int, int]]:
+    """Per registered recipient: DID, envelopes held, bytes held, quota."""
+    with db.atomic():
+        return [
+            (str(r[0]), int(r[1]), int(r[2]), int(r[3]))
+            for r in connection(db).execute(
+                "SELECT r.recipient_did, count(e.id), r.used_bytes, r.quota_bytes"
+                " FROM relay_registration r LEFT JOIN relay_envelope e"
+                " ON e.recipient_did = r.recipient_did GROUP BY r.recipient_did"
+                " ORDER BY r.recipient_did"
+            )
+        ]
 
 
 def relay_status(db: SqliteDatabase) -> RelayStatus:

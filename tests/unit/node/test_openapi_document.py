@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from node.api import OPENAPI_PATH, ApiBackend, build_app
 from node.database import Database
+from node.mailbox import MailboxService, mailbox_routes
 from node.pairing import PairingCodes, pairing_route
 from node.vault_api import build_vault_routes
 from store.vault_log import LocalSigner
@@ -21,6 +22,7 @@ def test_document_paths_match_the_app_routes() -> None:
     vault_routes = [
         *build_vault_routes(cast(Database, None), cast(LocalSigner, None), Path(".")),
         pairing_route(PairingCodes(), "did", "peer id", list),
+        *mailbox_routes(cast(MailboxService, None)),
     ]
     app = build_app(backend, "token", Path("api.token"), vault_routes)
     served = {

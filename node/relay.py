@@ -1,0 +1,407 @@
+"""The relay role (`run --relay`): hold sealed mail for people who registered, until they take it.
+
+A stream of /vivim/mailbox/1.0.0 starts with the client introducing itself (`Introduce`: its
+device certificate, the chain above it, the identity key rotations). The relay checks that
+these make the stream's peer a trusted device of the certificate's DID (protocols.trust, with
+the records given: a relay never sees a vault) and that the DID's registration here does not
+name the device as revoked. From then on the stream acts for that DID:
+
+- **Register / Unregister** its own mailbox. A registration must be signed by the introduced
+  device, name this relay, and be for a DID the relay accepts (`relay_allow`; empty: anyone),
+  asking at most `relay_max_quota_bytes`.
+- **Deposit** into anyone's mailbox, as that DID: store.relay checks, in order, registration,
+  allowed sender, size, expiry, duplicate id and quota. Before that, a per-sender rate (a token
+  bucket per DID, in memory: rates are about time, not state) answers `rate_limited`.
+- **List / Fetch / Ack** its own mailbox only; listing leaves out what the device deposited
+  itself (store.relay.list_envelopes says why).
+
+A `Stored` answer is sent after the deposit's transaction committed, so nothing acknowledged is
+lost to a crash. When mail arrives for a DID that has a device connected (introduced on some
+stream), the relay pushes a notice to it (protocols.mailbox_notice), at most one per recipient
+per NOTICE_COALESCE_S. Expired mail and registrations are removed every `sweep_interval_s`.
+
+Every refusal is answered with its code and a message, logged, and changes nothing; a client
+that breaks the protocol gets a last error and its stream is closed, nothing else is affected.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.exceptions import BaseLibp2pError
+from libp2p.network.stream.exceptions import StreamError
+from libp2p.peer.id import ID
+from peewee import SqliteDatabase
+
+from node.database import Database
+from node.streams import close_quietly, read_some, write_quietly
+from protocols.envelope import MAX_ENVELOPE_BYTES, Envelope
+from protocols.errors import MalformedInput, ProtocolError, RemoteProtocolError
+from protocols.identity_records import DeviceCertificate, IdentityKeyRotation
+from protocols.mailbox import (
+    MAX_FRAME,
+    Ack,
+    Deposit,
+    Fetch,
+    Introduce,
+    List,
+    MailboxServer,
+    NeedData,
+    RefusalCode,
+    Register,
+    Request,
+    ServerEvent,
+    StreamEnded,
+    Unregister,
+    take_fitting,
+)
+from protocols.mailbox_notice import MAILBOX_NOTICE_PROTOCOL_ID, encode_notice
+from protocols.mailbox_records import RelayRegistration
+from protocols.trust import IdentityKeys, compute_trust
+from store import relay as relay_store
+
+log = structlog.get_logger()
+
+# A client that sends nothing for this long between requests is dropped (it can reconnect).
+IDLE_TIMEOUT_S = 120.0
+NOTICE_COALESCE_S = 0.05
+NOTICE_TIMEOUT_S = 5.0
+DEFAULT_SENDER_RATE = 500.0  # envelopes per second, per sender DID
+DEFAULT_SENDER_BURST = 2000
+DEFAULT_MAX_QUOTA_BYTES = 1024 * 1024 * 1024
+DEFAULT_SWEEP_INTERVAL_S = 60.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelaySettings:
+    """What `run --relay` and the relay_* settings of config.toml say (node/config.py)."""
+
+    allow: tuple[str, ...] = ()  # DIDs whose mail this relay holds; empty: anyone's
+    max_envelope_bytes: int = MAX_ENVELOPE_BYTES
+    max_quota_bytes: int = DEFAULT_MAX_QUOTA_BYTES
+    sender_rate: float = DEFAULT_SENDER_RATE
+    sender_burst: int = DEFAULT_SENDER_BURST
+    sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per key: `rate` per second, at most `burst` at once."""
+
+    rate: float
+    burst: int
+    clock: Callable[[], float] = time.monotonic
+    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+
+    def allow(self, key: str) -> bool:
+        now = self.clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(tokens=float(self.burst), at=now)
+        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.at) * self.rate)
+        bucket.at = now
+        if bucket.tokens < 1.0:
+            return False
+        bucket.tokens -= 1.0
+        return True
+
+
+class Refusal(Exception):
+    """A request refused: answered with `code` and `message`, the stream goes on."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def check_introduction(introduce: Introduce, peer_id: str) -> str:
+    """The DID the introduction makes `peer_id` a trusted device of; `Refusal` otherwise."""
+    try:
+        certificate = DeviceCertificate.from_wire(introduce.certificate)
+        chain = [DeviceCertificate.from_wire(wire) for wire in introduce.chain]
+        rotations = [IdentityKeyRotation.from_wire(wire) for wire in introduce.rotations]
+    except MalformedInput as err:
+        raise Refusal(RefusalCode.MALFORMED, f"the credentials do not decode: {err}") from err
+    if certificate.device_peer_id != peer_id:
+        raise Refusal(RefusalCode.UNAUTHORIZED, "the certificate is not this peer's")
+    keys = IdentityKeys.from_rotations(certificate.did, rotations)
+    state = compute_trust(keys, [certificate, *chain], [])
+    if not state.is_trusted(peer_id):
+        raise Refusal(
+            RefusalCode.UNAUTHORIZED,
+            f"the certificates given do not make this peer a device of {certificate.did}",
+        )
+    return certificate.did
+
+
+class RelayService:
+    """Serves /vivim/mailbox/1.0.0 as a relay (module docstring)."""
+
+    def __init__(
+        self, host: IHost, database: Database, local_peer: str, settings: RelaySettings
+    ) -> None:
+        self._host = host
+        self._db = database
+        self._local = local_peer
+        self._settings = settings
+        self._limits = relay_store.RelayLimits(max_envelope_bytes=settings.max_envelope_bytes)
+        self._rates = RateLimiter(settings.sender_rate, settings.sender_burst)
+        # Devices introduced on an open stream, by DID: whom to push a notice to.
+        self._present: dict[str, dict[str, int]] = {}
+        self._noticing: set[str] = set()
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            log.info(
+                "relay.started",
+                accepts="anyone" if not self._settings.allow else len(self._settings.allow),
+                max_envelope_bytes=self._settings.max_envelope_bytes,
+            )
+            while True:
+                removed = await self._db.write(relay_store.remove_expired, now_ms())
+                if removed:
+                    log.info("relay.expired_removed", envelopes=removed)
+                await trio.sleep(self._settings.sweep_interval_s)
+
+    async def serve(self, stream: INetStream) -> None:
+        """The handler of MAILBOX_PROTOCOL_ID."""
+        peer_id = str(stream.muxed_conn.peer_id)
+        server = MailboxServer()
+        session = _Session(peer_id)
+        with structlog.contextvars.bound_contextvars(peer_id=peer_id, protocol="mailbox"):
+            try:
+                while True:
+                    event = await self._next_event(server, stream)
+                    if isinstance(event, StreamEnded):
+                        break
+                    try:
+                        frame = await self._answer(server, session, event)
+                    except Refusal as refusal:
+                        log.info(
+                            "relay.refused",
+                            request=event.TYPE,
+                            code=refusal.code,
+                            message=str(refusal),
+                        )
+                        frame = server.refuse(refusal.code, str(refusal))
+                    await stream.write(frame)
+            except RemoteProtocolError as err:
+                log.warning("relay.bad_request", error=err.code, message=str(err))
+                await write_quietly(stream, server.fail(err.code, str(err)))
+            except trio.TooSlowError:
+                log.info("relay.idle_stream_closed", after_s=IDLE_TIMEOUT_S)
+            except (StreamError, BaseLibp2pError) as err:
+                log.info("relay.stream_closed", message=str(err) or type(err).__name__)
+            finally:
+                self._leave(session)
+                await close_quietly(stream)
+
+    async def _next_event(self, server: MailboxServer, stream: INetStream) -> ServerEvent:
+        with trio.fail_after(IDLE_TIMEOUT_S):
+            while True:
+                event = server.next_event()
+                if not isinstance(event, NeedData):
+                    return event
+                server.receive_data(await read_some(stream, MAX_FRAME))
+
+    async def _answer(self, server: MailboxServer, session: _Session, event: Request) -> bytes:
+        match event:
+            case Introduce():
+                did = check_introduction(event, session.peer_id)
+                await self._check_not_revoked(did, session.peer_id)
+                self._enter(session, did)
+                log.debug("relay.introduced", did=did)
+                return server.introduced(did)
+            case Register(registration=registration):
+                await self._register(session, registration)
+                return server.registered()
+            case Unregister(recipient_did=recipient_did):
+                self._require_own(session, recipient_did)
+                dropped = await self._db.write(relay_store.unregister, recipient_did)
+                log.info("relay.unregistered", did=recipient_did, dropped=dropped)
+                return server.unregistered()
+            case Deposit(envelope=envelope):
+                sender = self._require_introduced(session)
+                if not self._rates.allow(sender):
+                    raise Refusal(RefusalCode.RATE_LIMITED, "too many deposits lately: retry later")
+                await self._store(envelope, sender, session.peer_id)
+                self._notice_soon(envelope.recipient_did, session.peer_id)
+                return server.stored()
+            case List(recipient_did=recipient_did, after=after, limit=limit):
+                self._require_own(session, recipient_did)
+                page = await self._db.read(
+                    _list, recipient_did, after, limit, now_ms(), session.peer_id
+                )
+                return server.listed(page.ids, page.next_cursor)
+            case Fetch(ids=ids):
+                did = await self._require_all_own(session, ids)
+                envelopes = await self._db.read(relay_store.fetch, did, ids)
+                return server.fetched(take_fitting(envelopes))
+            case Ack(ids=ids):
+                did = await self._require_all_own(session, ids)
+                count = await self._db.write(relay_store.ack, did, ids)
+                return server.acked(count)
+        raise AssertionError(f"not a request: {event!r}")
+
+    async def _check_not_revoked(self, did: str, peer_id: str) -> None:
+        registration = await self._db.read(relay_store.registration_of, did, now_ms())
+        if registration is not None and peer_id in registration.revoked_devices:
+            raise Refusal(RefusalCode.UNAUTHORIZED, f"this device was revoked by {did}")
+
+    async def _register(self, session: _Session, registration: RelayRegistration) -> None:
+        did = self._require_own(session, registration.recipient_did)
+        if registration.device != session.peer_id:
+            raise Refusal(RefusalCode.MALFORMED, "register with a registration this device signed")
+        if registration.relay != self._local:
+            raise Refusal(
+                RefusalCode.MALFORMED, f"the registration names relay {registration.relay}"
+            )
+        try:
+            registration.verify()
+        except ProtocolError as err:
+            raise Refusal(
+                RefusalCode.MALFORMED, f"the registration does not verify: {err}"
+            ) from err
+        if self._settings.allow and did not in self._settings.allow:
+            raise Refusal(
+                RefusalCode.UNAUTHORIZED, "this relay holds mail only for the DIDs it lists"
+            )
+        if registration.quota_bytes > self._settings.max_quota_bytes:
+            raise Refusal(
+                RefusalCode.OVER_QUOTA,
+                f"this relay grants at most {self._settings.max_quota_bytes} bytes per recipient",
+            )
+        try:
+            await self._db.write(relay_store.register, registration, now_ms())
+        except relay_store.RelayRefused as err:
+            raise Refusal(err.code, str(err)) from err
+        log.info(
+            "relay.registered",
+            did=did,
+            quota_bytes=registration.quota_bytes,
+            expires_at_ms=registration.expires_at_ms,
+        )
+
+    async def _store(self, envelope: Envelope, sender: str, depositor: str) -> None:
+        try:
+            await self._db.write(_deposit, envelope, sender, depositor, now_ms(), self._limits)
+        except relay_store.RelayRefused as err:
+            raise Refusal(err.code, str(err)) from err
+
+    def _require_introduced(self, session: _Session) -> str:
+        if session.did is None:
+            raise Refusal(RefusalCode.UNAUTHORIZED, "introduce this device first (Introduce)")
+        return session.did
+
+    async def _require_all_own(self, session: _Session, ids: tuple[str, ...]) -> str:
+        did = self._require_introduced(session)
+        foreign = await self._db.read(relay_store.foreign_ids, did, ids)
+        if foreign:
+            raise Refusal(
+                RefusalCode.UNAUTHORIZED,
+                f"{len(foreign)} of these envelopes are not for {did}; nothing was done",
+            )
+        return did
+
+    def _require_own(self, session: _Session, did: str) -> str:
+        if self._require_introduced(session) != did:
+            raise Refusal(RefusalCode.UNAUTHORIZED, f"this device is not a device of {did}")
+        return did
+
+    # --- presence and notices ------------------------------------------------------------------
+
+    def _enter(self, session: _Session, did: str) -> None:
+        self._leave(session)
+        session.did = did
+        peers = self._present.setdefault(did, {})
+        peers[session.peer_id] = peers.get(session.peer_id, 0) + 1
+
+    def _leave(self, session: _Session) -> None:
+        if session.did is None:
+            return
+        peers = self._present.get(session.did, {})
+        count = peers.get(session.peer_id, 0) - 1
+        if count > 0:
+            peers[session.peer_id] = count
+        else:
+            peers.pop(session.peer_id, None)
+            if not peers:
+                self._present.pop(session.did, None)
+
+    def _notice_soon(self, recipient_did: str, depositor: str) -> None:
+        others = set(self._present.get(recipient_did, {})) - {depositor}
+        if not others or recipient_did in self._noticing or self._nursery is None:
+            return
+        self._noticing.add(recipient_did)
+        self._nursery.start_soon(self._notice, recipient_did, depositor)
+
+    async def _notice(self, recipient_did: str, depositor: str) -> None:
+        try:
+            await trio.sleep(NOTICE_COALESCE_S)
+        finally:
+            self._noticing.discard(recipient_did)
+        count = await self._db.read(relay_store.held_for, recipient_did)
+        frame = encode_notice(recipient_did, count)
+        for peer_id in set(self._present.get(recipient_did, {})) - {depositor}:
+            with trio.move_on_after(NOTICE_TIMEOUT_S):
+                try:
+                    stream = await self._host.new_stream(
+                        ID.from_base58(peer_id), [TProtocol(MAILBOX_NOTICE_PROTOCOL_ID)]
+                    )
+                    try:
+                        await stream.write(frame)
+                    finally:
+                        await close_quietly(stream)
+                except (StreamError, BaseLibp2pError, OSError) as err:
+                    # A hint only: the recipient fetches on every (re)connection anyway.
+                    log.debug("relay.notice_failed", peer=peer_id, error=str(err))
+
+
+@dataclass
+class _Session:
+    peer_id: str
+    did: str | None = None
+
+
+def _list(
+    db: SqliteDatabase,
+    recipient_did: str,
+    after: str | None,
+    limit: int,
+    now: int,
+    reader: str,
+) -> relay_store.EnvelopePage:
+    return relay_store.list_envelopes(db, recipient_did, after, limit, now, reader=reader)
+
+
+def _deposit(
+    db: SqliteDatabase,
+    envelope: Envelope,
+    sender: str,
+    depositor: str,
+    now: int,
+    limits: relay_store.RelayLimits,
+) -> None:
+    relay_store.deposit(
+        db, envelope, sender_did=sender, depositor=depositor, now_ms=now, limits=limits
+    )
