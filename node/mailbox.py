@@ -79,6 +79,8 @@ NOTICE_TIMEOUT_S = 5.0
 DEFAULT_QUOTA_BYTES = 256 * 1024 * 1024
 DEFAULT_REGISTRATION_DAYS = 365
 DAY_MS = 24 * 3600 * 1000
+# How often registrations are checked for renewal and for revocations to tell relays about.
+REGISTRATION_CHECK_S = 30.0
 
 
 def now_ms() -> int:
@@ -117,6 +119,7 @@ class MailboxService:
         self._is_connected = is_connected
         self._changed = trio.Event()
         self._outbox_wake = trio.Event()
+        self._trust_changed = trio.Event()
         self._draining: set[str] = set()
         self._drain_again: set[str] = set()
         self._nursery: trio.Nursery | None = None
@@ -126,6 +129,7 @@ class MailboxService:
             self._nursery = nursery
             nursery.start_soon(self._mailer)
             nursery.start_soon(self._deliverer)
+            nursery.start_soon(self._keep_registrations)
             task_status.started()
             self._changed.set()  # mail what a crash may have left unmailed
             relays = await self._db.read(mailbox_store.relay_list)
@@ -135,8 +139,10 @@ class MailboxService:
     # --- triggers ------------------------------------------------------------------------------
 
     def local_changed(self) -> None:
-        """This device wrote something: mail it if a device of ours is away."""
+        """This device wrote something: mail it if a device of ours is away (and, if it was a
+        revocation, tell our relays)."""
         self._changed.set()
+        self._trust_changed.set()
 
     def peer_connected(self, peer_id: str) -> None:
         """A connection opened: if the peer is one of our relays, take our mail and deliver
@@ -210,6 +216,7 @@ class MailboxService:
         )
         async with self._link(relay, addrs) as link:
             await link.register(registration)
+        await self._db.write(mailbox_store.save_registration, registration, now_ms())
         current = await self._db.read(mailbox_store.relay_list)
         kept = tuple(entry for entry in (current.relays if current else ()) if entry[0] != relay)
         if not kept:
@@ -244,6 +251,7 @@ class MailboxService:
         except (RelayUnreachable, MailboxRefused) as err:
             confirmed = f"the relay did not confirm ({err}); it keeps our mail until it expires"
         assert current is not None
+        await self._db.write(mailbox_store.forget_registration, relay)
         await self._publish(current, tuple(e for e in current.relays if e[0] != relay))
         log.info("mailbox.unregistered", relay=relay, result=confirmed)
         return {"relay": relay, "result": confirmed, "relays": len(current.relays) - 1}
@@ -260,6 +268,33 @@ class MailboxService:
         )
         await self._db.write(_publish_relay_list, self._signer, updated, now_ms())
         self.local_changed()
+
+    async def _keep_registrations(self) -> None:
+        """Register again, with the same terms, where this device registered before, when the
+        registration is past half its life (renewal) or when a device of ours was revoked
+        since (the relay checks devices by their certificates and must be told)."""
+        while True:
+            with trio.move_on_after(REGISTRATION_CHECK_S):
+                await self._trust_changed.wait()
+            self._trust_changed = trio.Event()
+            state = await self._db.read(trust_state)
+            revoked = {p for p, d in state.devices.items() if d.status is DeviceStatus.REVOKED}
+            relays = await self._db.read(mailbox_store.relay_list)
+            listed = dict(relays.relays) if relays else {}
+            for relay, old in (await self._db.read(mailbox_store.saved_registrations)).items():
+                lifetime = old.expires_at_ms - old.issued_at_ms
+                stale = now_ms() > old.issued_at_ms + lifetime // 2
+                if relay not in listed or (revoked <= set(old.revoked_devices) and not stale):
+                    continue
+                try:
+                    await self.register(
+                        f"{listed[relay][0]}/p2p/{relay}",
+                        quota_bytes=old.quota_bytes,
+                        days=max(1, lifetime // DAY_MS),
+                        allowed_senders=old.allowed_senders,
+                    )
+                except (RelayUnreachable, MailboxRefused, MailboxFailed) as err:
+                    log.warning("mailbox.reregister_failed", relay=relay, error=str(err))
 
     # --- sending -------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from peewee import SqliteDatabase
 
 from protocols.canonical import canonical_decode, canonical_encode, decode_stored
 from protocols.errors import MalformedInput
-from protocols.mailbox_records import RelayList
+from protocols.mailbox_records import RelayList, RelayRegistration
 from protocols.oplog import OpKind, SyncOperation
 from store.database import write_transaction
 from store.trust_state import IDENTITY, vault_did
@@ -73,6 +73,29 @@ def publish_relay_list(
         log = LocalLog(connection(db), signer, now_ms)
         log.write(IDENTITY, signer.author, OpKind.UPDATE, {"relay_list": relays.to_wire()})
         log.close()
+
+
+def save_registration(db: SqliteDatabase, registration: RelayRegistration, now_ms: int) -> None:
+    """Remember what this device registered at a relay (the relay accepted it)."""
+    with write_transaction(db):
+        connection(db).execute(
+            "INSERT INTO mailbox_registration (relay, registration, registered_at_ms)"
+            " VALUES (?, ?, ?) ON CONFLICT (relay) DO UPDATE SET"
+            " registration = excluded.registration, registered_at_ms = excluded.registered_at_ms",
+            (registration.relay, registration.to_wire(), now_ms),
+        )
+
+
+def forget_registration(db: SqliteDatabase, relay: str) -> None:
+    with write_transaction(db):
+        connection(db).execute("DELETE FROM mailbox_registration WHERE relay = ?", (relay,))
+
+
+def saved_registrations(db: SqliteDatabase) -> dict[str, RelayRegistration]:
+    """What this device last registered at each relay, by relay peer id."""
+    with db.atomic():
+        rows = connection(db).execute("SELECT relay, registration FROM mailbox_registration")
+        return {str(relay): RelayRegistration.from_wire(bytes(wire)) for relay, wire in rows}
 
 
 # --- sending -------------------------------------------------------------------------------------

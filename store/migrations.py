@@ -430,10 +430,10 @@ def _v6_relay(db: SqliteDatabase) -> None:
 def _v7_mailbox(db: SqliteDatabase) -> None:
     """The mailbox, both roles. As a relay: the bytes each recipient holds (`used_bytes`, kept
     with every deposit, ack and removal, so the quota check reads one row instead of summing).
-    As a sender (store.mailbox): the outbox, one row per envelope and relay until the relay
-    takes it; `mailbox_cursor`, how far this device's own ops were mailed (so a restart mails
-    each op once). As a recipient: the envelopes received and applied (dedupe across relays).
-    All local, never replicated."""
+    As a sender (store.mailbox): the registrations this device made; the outbox, one row per
+    envelope and relay until the relay takes it; `mailbox_cursor`, how far this device's own
+    ops were mailed (so a restart mails each op once). As a recipient: the envelopes received
+    and applied (dedupe across relays). All local, never replicated."""
     for statement in (
         "ALTER TABLE relay_registration ADD COLUMN used_bytes INTEGER NOT NULL DEFAULT 0"
         " CHECK (used_bytes >= 0)",
@@ -469,6 +469,15 @@ def _v7_mailbox(db: SqliteDatabase) -> None:
         )
         """,
         "CREATE INDEX mailbox_outbox_due ON mailbox_outbox (next_attempt_ms)",
+        # What this device last registered at each relay, to register again with the same
+        # terms when the DID's revoked devices change (the relay must learn of them).
+        """
+        CREATE TABLE mailbox_registration (
+            relay TEXT PRIMARY KEY NOT NULL,
+            registration BLOB NOT NULL CHECK (typeof(registration) = 'blob'),
+            registered_at_ms INTEGER NOT NULL
+        )
+        """,
         """
         CREATE TABLE mailbox_cursor (
             device TEXT PRIMARY KEY NOT NULL,

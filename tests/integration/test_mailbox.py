@@ -350,3 +350,35 @@ async def test_garbage_on_a_mailbox_stream_gets_an_error_and_the_relay_serves_on
         await host.close()
     async with linked(owner, relay) as link:
         assert (await link.list_ids(owner.did, None, 10)).ids == ()
+
+
+async def test_a_revoked_device_is_refused_by_the_relay(start: StartNode, tmp_path: Path) -> None:
+    relay = await start_relay(start, free_port())
+    first, second = await family(start, tmp_path, 2)
+    await cli_json(first, "mailbox", "register", relay.addr)
+    revoked = await run_cli(
+        "device", "revoke", second.peer_id, "--yes", "--data-dir", str(first.data_dir)
+    )
+    assert revoked.returncode == 0, revoked.stderr.decode()
+    # The first device registers again at once, naming the revoked device.
+    with trio.fail_after(WAIT_S):
+        while relay.stderr_path.read_text().count('"relay.registered"') < 2:
+            await trio.sleep(0.1)
+    await second.stop()
+    identity = load_local_identity(second.data_dir)
+    db = open_database(second.data_dir / "vivim.db")
+    try:
+        credentials = credentials_of(trust_state(db), identity.peer_id)
+    finally:
+        db.close()
+    device = Device(
+        did=identity.did,
+        peer_id=identity.peer_id,
+        seed=identity.device_seed,
+        x25519_public=b"",
+        credentials=credentials,
+    )
+    async with linked(device, relay, introduce=False) as link:
+        with pytest.raises(MailboxRefused, match="revoked") as caught:
+            await link.introduce(credentials)
+        assert caught.value.code == "unauthorized"
