@@ -16,9 +16,10 @@ name the device as revoked. From then on the stream acts for that DID:
   itself (store.relay.list_envelopes says why).
 
 A `Stored` answer is sent after the deposit's transaction committed, so nothing acknowledged is
-lost to a crash. When mail arrives for a DID that has a device connected (introduced on some
-stream), the relay pushes a notice to it (protocols.mailbox_notice), at most one per recipient
-per NOTICE_COALESCE_S. Expired mail and registrations are removed every `sweep_interval_s`.
+lost to a crash. When mail arrives for a DID that has a device connected (one that introduced
+itself on some stream of the connection), the relay pushes a notice to it
+(protocols.mailbox_notice), at most one per recipient per NOTICE_COALESCE_S. Expired mail and
+registrations are removed every `sweep_interval_s`.
 
 Every refusal is answered with its code and a message, logged, and changes nothing; a client
 that breaks the protocol gets a last error and its stream is closed, nothing else is affected.
@@ -72,6 +73,7 @@ log = structlog.get_logger()
 # A client that sends nothing for this long between requests is dropped (it can reconnect).
 IDLE_TIMEOUT_S = 120.0
 NOTICE_COALESCE_S = 0.05
+MAX_KNOWN_PEERS = 10_000
 NOTICE_TIMEOUT_S = 5.0
 DEFAULT_SENDER_RATE = 500.0  # envelopes per second, per sender DID
 DEFAULT_SENDER_BURST = 2000
@@ -163,8 +165,8 @@ class RelayService:
         self._settings = settings
         self._limits = relay_store.RelayLimits(max_envelope_bytes=settings.max_envelope_bytes)
         self._rates = RateLimiter(settings.sender_rate, settings.sender_burst)
-        # Devices introduced on an open stream, by DID: whom to push a notice to.
-        self._present: dict[str, dict[str, int]] = {}
+        # The DID each peer introduced itself as: a connected one is pushed notices.
+        self._known: dict[str, str] = {}
         self._noticing: set[str] = set()
         self._nursery: trio.Nursery | None = None
 
@@ -213,7 +215,6 @@ class RelayService:
             except (StreamError, BaseLibp2pError) as err:
                 log.info("relay.stream_closed", message=str(err) or type(err).__name__)
             finally:
-                self._leave(session)
                 await close_quietly(stream)
 
     async def _next_event(self, server: MailboxServer, stream: INetStream) -> ServerEvent:
@@ -331,26 +332,24 @@ class RelayService:
     # --- presence and notices ------------------------------------------------------------------
 
     def _enter(self, session: _Session, did: str) -> None:
-        self._leave(session)
         session.did = did
-        peers = self._present.setdefault(did, {})
-        peers[session.peer_id] = peers.get(session.peer_id, 0) + 1
+        if len(self._known) >= MAX_KNOWN_PEERS:  # forget peers no longer connected
+            connected = {str(p) for p in self._host.get_connected_peers()}
+            self._known = {p: d for p, d in self._known.items() if p in connected}
+        self._known[session.peer_id] = did
 
-    def _leave(self, session: _Session) -> None:
-        if session.did is None:
-            return
-        peers = self._present.get(session.did, {})
-        count = peers.get(session.peer_id, 0) - 1
-        if count > 0:
-            peers[session.peer_id] = count
-        else:
-            peers.pop(session.peer_id, None)
-            if not peers:
-                self._present.pop(session.did, None)
+    def _connected_devices(self, did: str, but: str) -> set[str]:
+        """Connected peers introduced (on any stream, now or before) as devices of `did`."""
+        return {
+            peer
+            for peer in map(str, self._host.get_connected_peers())
+            if peer != but and self._known.get(peer) == did
+        }
 
     def _notice_soon(self, recipient_did: str, depositor: str) -> None:
-        others = set(self._present.get(recipient_did, {})) - {depositor}
-        if not others or recipient_did in self._noticing or self._nursery is None:
+        if recipient_did in self._noticing or self._nursery is None:
+            return
+        if not self._connected_devices(recipient_did, depositor):
             return
         self._noticing.add(recipient_did)
         self._nursery.start_soon(self._notice, recipient_did, depositor)
@@ -362,7 +361,7 @@ class RelayService:
             self._noticing.discard(recipient_did)
         count = await self._db.read(relay_store.held_for, recipient_did)
         frame = encode_notice(recipient_did, count)
-        for peer_id in set(self._present.get(recipient_did, {})) - {depositor}:
+        for peer_id in self._connected_devices(recipient_did, depositor):
             with trio.move_on_after(NOTICE_TIMEOUT_S):
                 try:
                     stream = await self._host.new_stream(

@@ -43,6 +43,7 @@ from protocols.mailbox import MAILBOX_PROTOCOL_ID
 from protocols.mailbox_notice import MAILBOX_NOTICE_PROTOCOL_ID
 from protocols.pairing import PROTOCOL_ID as PAIRING_PROTOCOL_ID
 from protocols.sync import SYNC_PROTOCOL_ID
+from store.mailbox import relay_list
 from store.sync_state import device_addresses
 
 log = structlog.get_logger()
@@ -135,6 +136,10 @@ async def _serve(
     )
     # Besides the bootstrap list, keep connections to our other devices we know addresses of.
     devices = await db.read(device_addresses, identity.peer_id)
+    # And to our relays, which push a notice the moment mail for us arrives.
+    relays = await db.read(relay_list)
+    for peer, addrs in relays.relays if relays else ():
+        devices.setdefault(peer, addrs)
     bootstrapped = {addr.rstrip("/").rsplit("/p2p/", 1)[-1] for addr in config.bootstrap}
     dial = [*config.bootstrap]
     dial += [

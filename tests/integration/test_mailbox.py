@@ -382,3 +382,25 @@ async def test_a_revoked_device_is_refused_by_the_relay(start: StartNode, tmp_pa
         with pytest.raises(MailboxRefused, match="revoked") as caught:
             await link.introduce(credentials)
         assert caught.value.code == "unauthorized"
+
+
+async def test_a_connected_recipient_is_noticed_and_takes_its_mail_at_once(
+    start: StartNode, tmp_path: Path
+) -> None:
+    relay = await start_relay(start, free_port())
+    owner = await made_device(tmp_path, "owner")
+    laptop = sibling(owner, tmp_path / "owner")  # certified before the owner's node runs
+    node = await start("owner")
+    await cli_json(node, "mailbox", "register", relay.addr)
+    letter = laptop.envelope(owner, 800)
+    async with linked(laptop, relay) as link:
+        await link.deposit(letter)
+    # No reconnection, no restart: the relay's notice is what makes the node fetch.
+    with trio.fail_after(10):
+        while (await mailbox_status(node))["received"] < 1:
+            await trio.sleep(0.05)
+    assert '"mailbox.notice"' in node.stderr_path.read_text()
+    async with linked(laptop, relay) as link:
+        assert await link.fetch([letter.id]) == ()  # acked: the relay no longer holds it
+    # A letter of a kind this node does not apply yet is received, recorded and acked.
+    assert (await mailbox_status(node))["received_by_outcome"] == {"unknown payload type": 1}
