@@ -108,8 +108,12 @@ class MailboxService:
         encryption_key: bytes,
         *,
         is_connected: Callable[[str], bool],
+        on_written: Callable[[], None],
     ) -> None:
+        """`on_written` is told of what this service writes to the vault (the relay list), so
+        that sync announces it and this service mails it, like any local write."""
         self._host = host
+        self._on_written = on_written
         self._db = database
         self._signer = identity.signer()
         self._did = identity.did
@@ -267,7 +271,7 @@ class MailboxService:
             issued_at_ms=now_ms(),
         )
         await self._db.write(_publish_relay_list, self._signer, updated, now_ms())
-        self.local_changed()
+        self._on_written()
 
     async def _keep_registrations(self) -> None:
         """Register again, with the same terms, where this device registered before, when the

@@ -133,8 +133,18 @@ class Refusal(Exception):
         self.code = code
 
 
-def check_introduction(introduce: Introduce, peer_id: str) -> str:
-    """The DID the introduction makes `peer_id` a trusted device of; `Refusal` otherwise."""
+@dataclass(frozen=True)
+class Introduction:
+    """Who an introduction proved the peer to be: a device of `did`, approved through
+    `approvers` (from its own approver up to the DID)."""
+
+    did: str
+    approvers: tuple[str, ...]
+
+
+def check_introduction(introduce: Introduce, peer_id: str) -> Introduction:
+    """What the introduction proves `peer_id` to be; `Refusal` unless it makes it a trusted
+    device of the certificate's DID (by the records given: the relay has no vault)."""
     try:
         certificate = DeviceCertificate.from_wire(introduce.certificate)
         chain = [DeviceCertificate.from_wire(wire) for wire in introduce.chain]
@@ -150,7 +160,7 @@ def check_introduction(introduce: Introduce, peer_id: str) -> str:
             RefusalCode.UNAUTHORIZED,
             f"the certificates given do not make this peer a device of {certificate.did}",
         )
-    return certificate.did
+    return Introduction(did=certificate.did, approvers=state.devices[peer_id].chain)
 
 
 class RelayService:
@@ -228,8 +238,9 @@ class RelayService:
     async def _answer(self, server: MailboxServer, session: _Session, event: Request) -> bytes:
         match event:
             case Introduce():
-                did = check_introduction(event, session.peer_id)
-                await self._check_not_revoked(did, session.peer_id)
+                introduction = check_introduction(event, session.peer_id)
+                did = introduction.did
+                await self._check_not_revoked(introduction, session.peer_id)
                 self._enter(session, did)
                 log.debug("relay.introduced", did=did)
                 return server.introduced(did)
@@ -264,10 +275,22 @@ class RelayService:
                 return server.acked(count)
         raise AssertionError(f"not a request: {event!r}")
 
-    async def _check_not_revoked(self, did: str, peer_id: str) -> None:
+    async def _check_not_revoked(self, introduction: Introduction, peer_id: str) -> None:
+        """Refuse a device the DID's registration names as revoked, or one approved through a
+        revoked device (the revocation's cascade: it is no longer trusted unless approved again,
+        which gives it a new certificate and chain)."""
+        did = introduction.did
         registration = await self._db.read(relay_store.registration_of, did, now_ms())
-        if registration is not None and peer_id in registration.revoked_devices:
+        if registration is None:
+            return
+        revoked = set(registration.revoked_devices)
+        if peer_id in revoked:
             raise Refusal(RefusalCode.UNAUTHORIZED, f"this device was revoked by {did}")
+        if revoked.intersection(introduction.approvers):
+            raise Refusal(
+                RefusalCode.UNAUTHORIZED,
+                f"this device was approved by a device {did} revoked: have it approved again",
+            )
 
     async def _register(self, session: _Session, registration: RelayRegistration) -> None:
         did = self._require_own(session, registration.recipient_did)

@@ -50,7 +50,12 @@ class NodeState:
             is_connected=self.watcher.is_connected,
         )
         self.mailbox = MailboxService(
-            host, db, identity, encryption_key, is_connected=self.watcher.is_connected
+            host,
+            db,
+            identity,
+            encryption_key,
+            is_connected=self.watcher.is_connected,
+            on_written=self.local_changed,
         )
         self.metrics = NodeMetrics(
             connected_peers=lambda: len(self.host.get_connected_peers()),

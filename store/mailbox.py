@@ -32,7 +32,7 @@ from protocols.errors import MalformedInput
 from protocols.mailbox_records import RelayList, RelayRegistration
 from protocols.oplog import OpKind, SyncOperation
 from store.database import write_transaction
-from store.trust_state import IDENTITY, vault_did
+from store.trust_state import IDENTITY, load_trust
 from store.vault_apply import ApplyReport, apply_ops
 from store.vault_log import LocalLog, LocalSigner
 from store.vault_sql import chunks, connection, placeholders
@@ -45,30 +45,34 @@ LETTER_OPS_BYTES = 256 * 1024
 
 
 def relay_list(db: SqliteDatabase) -> RelayList | None:
-    """The DID's relay list in force: the highest version in the vault, or None."""
-    best: RelayList | None = None
+    """The DID's relay list in force, or None: of the lists written by devices trusted now,
+    the highest version, ties broken by (issue time, device, signature) so that every replica
+    picks the same one. A list written by a device since revoked no longer counts (a stolen
+    device must not leave its relays behind); a device's list then falls back to an older one."""
+    candidates: list[RelayList] = []
     with db.atomic():
         conn = connection(db)
-        did = vault_did(conn)
+        trust = load_trust(conn)
         for (wire,) in conn.execute(
             "SELECT wire FROM sync_operation WHERE entity_type = ? AND entity_id = ?"
             " AND kind = 'update'",
-            (IDENTITY, did),
+            (IDENTITY, trust.did),
         ):
             op = cast(Mapping[str, object], decode_stored(bytes(wire)))
             payload = cast(Mapping[str, object], op["payload"])
-            if "relay_list" not in payload:
-                continue
-            candidate = RelayList.from_wire(cast(bytes, payload["relay_list"]))
-            if best is None or candidate.version > best.version:
-                best = candidate
-    return best
+            if "relay_list" in payload and trust.is_trusted(cast(str, op["device"])):
+                candidates.append(RelayList.from_wire(cast(bytes, payload["relay_list"])))
+    if not candidates:
+        return None
+    return max(candidates, key=lambda r: (r.version, r.issued_at_ms, r.device, r.signature))
 
 
 def publish_relay_list(
     db: SqliteDatabase, signer: LocalSigner, relays: RelayList, now_ms: int
 ) -> None:
     """Write `relays` (signed by this device, for our DID) into the vault, to replicate."""
+    if relays.recipient_did != signer.author or relays.device != signer.device:
+        raise ValueError("a relay list in the vault is our DID's, signed by this device")
     with write_transaction(db):
         log = LocalLog(connection(db), signer, now_ms)
         log.write(IDENTITY, signer.author, OpKind.UPDATE, {"relay_list": relays.to_wire()})

@@ -404,3 +404,43 @@ async def test_a_connected_recipient_is_noticed_and_takes_its_mail_at_once(
         assert await link.fetch([letter.id]) == ()  # acked: the relay no longer holds it
     # A letter of a kind this node does not apply yet is received, recorded and acked.
     assert (await mailbox_status(node))["received_by_outcome"] == {"unknown payload type": 1}
+
+
+async def test_mail_deposited_at_two_relays_is_applied_once_and_both_end_empty(
+    start: StartNode, tmp_path: Path
+) -> None:
+    relays = [
+        await start(f"relay-{n}", env={**FAST_REDIAL_ENV, "VIVIM_RELAY": "1"}) for n in range(2)
+    ]
+    first, second = await family(start, tmp_path, 2)
+    for relay in relays:
+        await cli_json(first, "mailbox", "register", relay.addr)
+    with trio.fail_after(WAIT_S):
+        while len((await mailbox_status(second))["relays"]) < 2:
+            await trio.sleep(0.1)
+    await second.stop()
+    for n in range(3):
+        await import_file(first, conversation_file(tmp_path / f"c{n}.json", f"twice {n}"))
+    written = await own_head(first)
+    with trio.fail_after(WAIT_S):
+        while True:
+            status = await mailbox_status(first)
+            if status["mailed_seq"] >= written and not status["outbox_envelopes"]:
+                break
+            await trio.sleep(0.1)
+    held = [(await relay_status(relay))["envelopes"] for relay in relays]
+    assert held[0] == held[1] > 0
+    await first.stop()
+
+    second = await start("device-1")
+    with trio.fail_after(WAIT_S):
+        while (await heads(second)).get(first.peer_id, 0) < written:
+            await trio.sleep(0.1)
+        for relay in relays:
+            while (await relay_status(relay))["envelopes"]:
+                await trio.sleep(0.1)
+    status = await mailbox_status(second)
+    # Each letter was applied once; its copy at the other relay was recognised and only acked.
+    assert status["received_by_outcome"] == {"applied": held[0]}
+    await second.stop()
+    await verify(second)

@@ -156,20 +156,24 @@ def refusal_code(introduction: Introduce, peer_id: str) -> str:
 
 
 def test_a_device_certified_by_the_identity_key_is_a_device_of_its_did() -> None:
-    assert check_introduction(introduce(certificate(LAPTOP)), peer(LAPTOP)) == DID
+    assert check_introduction(introduce(certificate(LAPTOP)), peer(LAPTOP)).did == DID
     # Records that do not matter do not hurt: a chain of others, a rotation dated later.
     extra = introduce(certificate(LAPTOP), (certificate(PHONE),), (ROTATION,))
-    assert check_introduction(extra, peer(LAPTOP)) == DID
+    assert check_introduction(extra, peer(LAPTOP)).did == DID
 
 
 def test_a_device_certified_by_another_device_needs_that_devices_certificate() -> None:
     phone = certificate(PHONE, by=LAPTOP, approver=peer(LAPTOP), at=T0 + 1)
-    assert check_introduction(introduce(phone, (certificate(LAPTOP),)), peer(PHONE)) == DID
+    assert check_introduction(introduce(phone, (certificate(LAPTOP),)), peer(PHONE)).did == DID
     assert refusal_code(introduce(phone), peer(PHONE)) == RefusalCode.UNAUTHORIZED
     # Two steps: the tablet approved by the phone, approved by the laptop.
     tablet = certificate(TABLET, by=PHONE, approver=peer(PHONE), at=T0 + 2)
     full = (phone, certificate(LAPTOP))
-    assert check_introduction(introduce(tablet, full), peer(TABLET)) == DID
+    assert check_introduction(introduce(tablet, full), peer(TABLET)).did == DID
+    # The approvers up the chain, which the relay checks against the revoked devices.
+    approvers = check_introduction(introduce(tablet, full), peer(TABLET)).approvers
+    assert peer(PHONE) in approvers and peer(LAPTOP) in approvers
+    assert peer(TABLET) not in approvers
     assert refusal_code(introduce(tablet, (phone,)), peer(TABLET)) == RefusalCode.UNAUTHORIZED
     assert refusal_code(introduce(tablet, (certificate(LAPTOP),)), peer(TABLET)) == (
         RefusalCode.UNAUTHORIZED
@@ -199,7 +203,7 @@ def test_the_did_is_the_certificates_own() -> None:
     other_identity = key(3)
     other_did = did_from_ed25519_public_key(bytes(other_identity.verify_key))
     theirs = certificate(PHONE, by=other_identity, approver=other_did, did=other_did)
-    assert check_introduction(introduce(theirs), peer(PHONE)) == other_did
+    assert check_introduction(introduce(theirs), peer(PHONE)).did == other_did
     # A chain through a device of another DID does not reach ours.
     crossing = certificate(TABLET, by=PHONE, approver=peer(PHONE))
     assert refusal_code(introduce(crossing, (theirs,)), peer(TABLET)) == RefusalCode.UNAUTHORIZED
@@ -225,7 +229,7 @@ def test_after_a_rotation_certificates_need_the_key_in_force_at_their_date() -> 
     after = ROTATED_AT + 1
     # The new key certifies after the rotation: it counts only with the rotation shown.
     by_new_key = certificate(PHONE, by=NEW_IDENTITY, at=after)
-    assert check_introduction(introduce(by_new_key, (), (ROTATION,)), peer(PHONE)) == DID
+    assert check_introduction(introduce(by_new_key, (), (ROTATION,)), peer(PHONE)).did == DID
     assert refusal_code(introduce(by_new_key), peer(PHONE)) == RefusalCode.UNAUTHORIZED
     # The new key dated before it took over does not count.
     early = certificate(PHONE, by=NEW_IDENTITY, at=ROTATED_AT - 1)
@@ -238,10 +242,11 @@ def test_after_a_rotation_certificates_need_the_key_in_force_at_their_date() -> 
     # ...but what it signed while in force still does (protocols.trust: a retired key's
     # signatures count for times before its retirement).
     before = certificate(TABLET, by=IDENTITY, at=ROTATED_AT - 1)
-    assert check_introduction(introduce(before, (), (ROTATION,)), peer(TABLET)) == DID
+    assert check_introduction(introduce(before, (), (ROTATION,)), peer(TABLET)).did == DID
     # And a device chain through a certificate of the new key needs the rotation too.
     tablet = certificate(TABLET, by=PHONE, approver=peer(PHONE), at=after + 1)
-    assert check_introduction(introduce(tablet, (by_new_key,), (ROTATION,)), peer(TABLET)) == DID
+    introduction = check_introduction(introduce(tablet, (by_new_key,), (ROTATION,)), peer(TABLET))
+    assert introduction.did == DID
     assert refusal_code(introduce(tablet, (by_new_key,)), peer(TABLET)) == RefusalCode.UNAUTHORIZED
 
 
@@ -259,7 +264,7 @@ def test_a_rotation_not_signed_by_the_key_it_retires_does_not_count() -> None:
     )
     # A forged rotation does not retire the inception key either.
     by_inception = certificate(TABLET, at=ROTATED_AT + 1)
-    assert check_introduction(introduce(by_inception, (), (forged,)), peer(TABLET)) == DID
+    assert check_introduction(introduce(by_inception, (), (forged,)), peer(TABLET)).did == DID
 
 
 # --- the sender's retry backoff ------------------------------------------------------------------

@@ -20,7 +20,7 @@ from protocols.hlc import Timestamp
 from protocols.mailbox_records import RelayList
 from protocols.oplog import OpKind, SyncOperation
 from protocols.peer_id import peer_id_from_ed25519_public_key
-from store.devices import Credentials, introduce
+from store.devices import Credentials, introduce, revoke
 from store.identity import save_device
 from store.mailbox import (
     SYNC_OPS,
@@ -150,6 +150,48 @@ def test_the_relay_list_replicates_to_another_device_of_the_did(
     deliver(phone, laptop, owner, 0)
     assert relay_list(laptop) == newer
     assert mailbox_status(laptop, owner.devices[0].peer_id).relays == newer
+
+
+def test_two_lists_of_one_version_resolve_to_the_same_one_everywhere(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    laptop, phone = vaults
+    deliver(laptop, phone, owner, 1)
+    # Written apart, both as version 2: every replica must pick the same one.
+    publish_relay_list(
+        laptop, owner.devices[0].signer, relays_of(owner, 0, RELAY_A, version=2), NOW
+    )
+    publish_relay_list(phone, owner.devices[1].signer, relays_of(owner, 1, RELAY_B, version=2), NOW)
+    deliver(laptop, phone, owner, 1)
+    deliver(phone, laptop, owner, 0)
+    assert relay_list(laptop) == relay_list(phone)
+    assert relay_list(laptop) is not None
+
+
+def test_a_list_written_by_a_device_since_revoked_no_longer_counts(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    laptop, phone = vaults
+    ours = relays_of(owner, 0, RELAY_A, version=1)
+    publish_relay_list(laptop, owner.devices[0].signer, ours, NOW)
+    deliver(laptop, phone, owner, 1)
+    stolen = relays_of(owner, 1, RELAY_B, version=99)
+    publish_relay_list(phone, owner.devices[1].signer, stolen, NOW + 1)
+    deliver(phone, laptop, owner, 0)
+    assert relay_list(laptop) == stolen
+    revoke(laptop, owner.devices[0].signer, owner.devices[1].peer_id, NOW + 2)
+    assert relay_list(laptop) == ours
+
+
+def test_only_our_own_signed_list_is_published(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    laptop, _ = vaults
+    with pytest.raises(ValueError):
+        publish_relay_list(
+            laptop, owner.devices[0].signer, relays_of(owner, 1, RELAY_A, version=1), NOW
+        )
+    assert relay_list(laptop) is None
 
 
 def next_op(
