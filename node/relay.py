@@ -28,7 +28,7 @@ that breaks the protocol gets a last error and its stream is closed, nothing els
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,15 +140,31 @@ class Introduction:
 
     did: str
     approvers: tuple[str, ...]
+    rotations: tuple[bytes, ...] = ()  # the identity key rotations that counted
 
 
-def check_introduction(introduce: Introduce, peer_id: str) -> Introduction:
+def claimed_did(introduce: Introduce) -> str:
+    """The DID the introduction's certificate names (not checked yet); `Refusal` if it does
+    not decode."""
+    try:
+        return DeviceCertificate.from_wire(introduce.certificate).did
+    except MalformedInput as err:
+        raise Refusal(RefusalCode.MALFORMED, f"the certificate does not decode: {err}") from err
+
+
+def check_introduction(
+    introduce: Introduce, peer_id: str, known_rotations: Sequence[bytes] = ()
+) -> Introduction:
     """What the introduction proves `peer_id` to be; `Refusal` unless it makes it a trusted
-    device of the certificate's DID (by the records given: the relay has no vault)."""
+    device of the certificate's DID, by the records given and the rotations of that DID the
+    relay saw before (`known_rotations`): the relay has no vault, and a client must not be
+    able to leave a rotation out to make a retired identity key count again."""
     try:
         certificate = DeviceCertificate.from_wire(introduce.certificate)
         chain = [DeviceCertificate.from_wire(wire) for wire in introduce.chain]
-        rotations = [IdentityKeyRotation.from_wire(wire) for wire in introduce.rotations]
+        rotations = [
+            IdentityKeyRotation.from_wire(wire) for wire in (*introduce.rotations, *known_rotations)
+        ]
     except MalformedInput as err:
         raise Refusal(RefusalCode.MALFORMED, f"the credentials do not decode: {err}") from err
     if certificate.device_peer_id != peer_id:
@@ -160,7 +176,11 @@ def check_introduction(introduce: Introduce, peer_id: str) -> Introduction:
             RefusalCode.UNAUTHORIZED,
             f"the certificates given do not make this peer a device of {certificate.did}",
         )
-    return Introduction(did=certificate.did, approvers=state.devices[peer_id].chain)
+    return Introduction(
+        did=certificate.did,
+        approvers=state.devices[peer_id].chain,
+        rotations=tuple(rotation.to_wire() for rotation in keys.rotations),
+    )
 
 
 class RelayService:
@@ -238,8 +258,14 @@ class RelayService:
     async def _answer(self, server: MailboxServer, session: _Session, event: Request) -> bytes:
         match event:
             case Introduce():
-                introduction = check_introduction(event, session.peer_id)
+                known = await self._db.read(relay_store.known_rotations, claimed_did(event))
+                introduction = check_introduction(event, session.peer_id, known)
                 did = introduction.did
+                session.rotations = introduction.rotations
+                if set(introduction.rotations) - set(known):
+                    await self._db.write(
+                        relay_store.remember_rotations, did, introduction.rotations
+                    )
                 await self._check_not_revoked(introduction, session.peer_id)
                 self._enter(session, did)
                 log.debug("relay.introduced", did=did)
@@ -319,6 +345,7 @@ class RelayService:
             await self._db.write(relay_store.register, registration, now_ms())
         except relay_store.RelayRefused as err:
             raise Refusal(err.code, str(err)) from err
+        await self._db.write(relay_store.remember_rotations, did, session.rotations)
         log.info(
             "relay.registered",
             did=did,
@@ -403,6 +430,7 @@ class RelayService:
 class _Session:
     peer_id: str
     did: str | None = None
+    rotations: tuple[bytes, ...] = ()  # the introduction's, kept once the DID registers
 
 
 def _list(

@@ -452,6 +452,15 @@ def _v7_mailbox(db: SqliteDatabase) -> None:
         ) WITHOUT ROWID
         """,
         "CREATE INDEX relay_acked_expiry ON relay_acked (expires_at_ms)",
+        # The identity key rotations a relay has seen for the DIDs registered with it: a client
+        # cannot leave a rotation out to make a retired key count again.
+        """
+        CREATE TABLE relay_rotation (
+            did TEXT NOT NULL,
+            rotation BLOB NOT NULL CHECK (typeof(rotation) = 'blob'),
+            PRIMARY KEY (did, rotation)
+        ) WITHOUT ROWID
+        """,
         """
         CREATE TABLE mailbox_outbox (
             id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -86,6 +86,7 @@ def unregister(db: SqliteDatabase, recipient_did: str) -> int:
             "DELETE FROM relay_envelope WHERE recipient_did = ?", (recipient_did,)
         ).rowcount
         conn.execute("DELETE FROM relay_registration WHERE recipient_did = ?", (recipient_did,))
+        conn.execute("DELETE FROM relay_rotation WHERE did = ?", (recipient_did,))
         return int(dropped)
 
 
@@ -307,6 +308,7 @@ def remove_expired(db: SqliteDatabase, now_ms: int) -> int:
                 "DELETE FROM relay_envelope WHERE recipient_did = ?", (did,)
             ).rowcount
             conn.execute("DELETE FROM relay_registration WHERE recipient_did = ?", (did,))
+            conn.execute("DELETE FROM relay_rotation WHERE did = ?", (did,))
         return int(dropped)
 
 
@@ -321,6 +323,26 @@ def held_for(db: SqliteDatabase, recipient_did: str) -> int:
             .fetchone()
         )
     return int(count)
+
+
+def known_rotations(db: SqliteDatabase, did: str) -> list[bytes]:
+    """The identity key rotations of `did` this relay has seen counted (wire bytes)."""
+    with db.atomic():
+        rows = connection(db).execute("SELECT rotation FROM relay_rotation WHERE did = ?", (did,))
+        return [bytes(row[0]) for row in rows]
+
+
+def remember_rotations(db: SqliteDatabase, did: str, rotations: Sequence[bytes]) -> None:
+    """Keep `did`'s rotations, if `did` is registered here (strangers leave nothing behind)."""
+    with write_transaction(db):
+        conn = connection(db)
+        if conn.execute(
+            "SELECT 1 FROM relay_registration WHERE recipient_did = ?", (did,)
+        ).fetchone():
+            conn.executemany(
+                "INSERT OR IGNORE INTO relay_rotation (did, rotation) VALUES (?, ?)",
+                [(did, rotation) for rotation in rotations],
+            )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -250,6 +250,21 @@ def test_after_a_rotation_certificates_need_the_key_in_force_at_their_date() -> 
     assert refusal_code(introduce(tablet, (by_new_key,)), peer(TABLET)) == RefusalCode.UNAUTHORIZED
 
 
+def test_a_rotation_the_relay_saw_before_cannot_be_left_out() -> None:
+    by_retired = certificate(TABLET, by=IDENTITY, at=ROTATED_AT + 1)
+    # Without the rotation, the retired key looks current and its certificate passes...
+    assert check_introduction(introduce(by_retired), peer(TABLET)).did == DID
+    # ...but a relay that saw the rotation adds it, and the certificate no longer counts.
+    with pytest.raises(Refusal) as caught:
+        check_introduction(introduce(by_retired), peer(TABLET), known_rotations=(ROTATION,))
+    assert caught.value.code == RefusalCode.UNAUTHORIZED
+    # The rotations that counted come back, for the relay to keep.
+    by_new_key = certificate(PHONE, by=NEW_IDENTITY, at=ROTATED_AT + 1)
+    assert check_introduction(introduce(by_new_key, (), (ROTATION,)), peer(PHONE)).rotations == (
+        ROTATION,
+    )
+
+
 def test_a_rotation_not_signed_by_the_key_it_retires_does_not_count() -> None:
     forged = IdentityKeyRotation.create(
         signing_key=NEW_IDENTITY,  # should be the inception key
