@@ -36,7 +36,7 @@ from protocols.trust import DeviceNotTrusted
 from store.database import write_transaction
 from store.identity import DeviceRow, list_devices
 from store.trust_state import TRUST_ENTITY_TYPES, certificates_of, load_trust, rotations_of
-from store.vault_fold import fold_entity, fold_op, refold, write_folded
+from store.vault_fold import fold_entity, fold_op, new_entity_rows, refold, write_folded
 from store.vault_log import (
     OP_INSERT,
     ChainHead,
@@ -130,7 +130,9 @@ class _Applier:
         }
         self._known: set[str] = set()
         self._fresh: set[str] = set()  # entities of the batch with no stored op yet
-        self._op_rows: list[Row] = []  # ops applied, not inserted yet (_flush)
+        # Rows not inserted yet, per statement (_flush): the ops applied, and the rows of the
+        # fresh entities they created.
+        self._rows: dict[str, list[Row]] = {OP_INSERT: []}
         self._applied: list[str] = []
         self._duplicates: list[str] = []
         self._parked: list[str] = []
@@ -263,16 +265,23 @@ class _Applier:
     def _write(self, op: SyncOperation) -> None:
         """Store a checked op, fold its entity, advance its chain head.
 
-        Op rows are inserted in bulk (`_flush`): before anything reads the log back (a refold,
-        the trust state) and at the end of the call."""
-        self._op_rows.append(op_row(op, self._now_ms))
+        Op rows, and the rows of entities new to the vault, are inserted in bulk (`_flush`):
+        before anything reads the tables back (a refold, the trust state) and at the end of the
+        call."""
+        self._rows[OP_INSERT].append(op_row(op, self._now_ms))
         if op.entity_id in self._fresh and op.entity_type not in TRUST_ENTITY_TYPES:
             # Its only op is this one (a catching-up device's common case): fold it as it is,
             # rather than read it back from the log; the same fold, so the same rows, and its
             # rows are new.
             self._fresh.discard(op.entity_id)
             folded = fold_entity(op.entity_type, op.entity_id, [fold_op(op)])
-            write_folded(self._conn, op.entity_type, op.entity_id, folded, new=True)
+            statements = new_entity_rows(op.entity_type, folded)
+            if statements is None:
+                self._flush()
+                write_folded(self._conn, op.entity_type, op.entity_id, folded, new=True)
+            else:
+                for statement, rows in statements:
+                    self._rows.setdefault(statement, []).extend(rows)
         else:
             self._fresh.discard(op.entity_id)
             self._flush()
@@ -327,9 +336,10 @@ class _Applier:
         self._refused.append(RefusedOp(op_id=op_id, device=device, seq=seq, error=error))
 
     def _flush(self) -> None:
-        if self._op_rows:
-            self._conn.executemany(OP_INSERT, self._op_rows)
-            self._op_rows.clear()
+        for statement, rows in self._rows.items():
+            if rows:
+                self._conn.executemany(statement, rows)
+                rows.clear()
 
     def _entities_with_ops(self, entity_ids: set[str]) -> set[str]:
         found: set[str] = set()
