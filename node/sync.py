@@ -5,7 +5,8 @@ when to sync.
   batch of the ops past it (store.sync_state.ops_after), the client verifies and applies the
   batch together with its cursor advance in one transaction (apply_batch) and pulls again until
   the server says done. A crash between batches loses nothing and applies nothing twice: the
-  cursor is the heads the last committed batch left.
+  cursor is the heads the last committed batch left. The client pulls ahead of what it has
+  applied (`_fetch`), and applies the batches that wait in one transaction (`_apply`).
 - **Who**: only trusted devices of our DID, both ways (store.sync_state.may_sync, checked on
   every pull, so a revocation takes effect within a batch); anyone else gets `unauthorized`.
 - **When** (`SyncService`): on connect, every `sync_interval_s` (anti-entropy), and when a device
@@ -21,9 +22,9 @@ when to sync.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -33,6 +34,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.exceptions import BaseLibp2pError
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
+from peewee import SqliteDatabase
 
 from node.database import Database
 from node.errors import NodeError
@@ -41,8 +43,11 @@ from node.streams import close_quietly, read_some, reset_quietly, write_quietly
 from protocols.errors import MalformedInput, RemoteProtocolError
 from protocols.gossip import GOSSIP_PROTOCOL_ID, AnnounceReader, behind, encode_announce
 from protocols.gossip import MAX_FRAME as GOSSIP_MAX_FRAME
+from protocols.oplog import op_position
+from protocols.peer_id import ed25519_public_key_from_peer_id
 from protocols.sync import (
     MAX_FRAME,
+    MAX_SEQ,
     SYNC_PROTOCOL_ID,
     Batch,
     BatchReceived,
@@ -57,13 +62,27 @@ from store import sync_state
 
 log = structlog.get_logger()
 
-# Per pull, and so per transaction: each commit rewrites the pages of the indexes keyed by
-# random content ids that the batch touched, so larger batches cost less per op. Measured with
-# scripts/bench_sync.py (100k ops): 1000 ops / 2 MiB 3.9k ops/s; 2000 / 2 MiB 4.7k ops/s at
-# 216/207 MB peak RSS; 4000 / 4 MiB (the protocol's bound) 5.3k ops/s but 232/237 MB, too
-# close to the 250 MB budget. Two batches are in memory at once (one applied, one arriving).
+# Per pull (and per transaction, when the writer keeps up): each commit rewrites the pages of
+# the indexes keyed by random content ids that the batch touched, so larger batches cost less
+# per op. Measured with scripts/bench_sync.py (100k ops), one batch a transaction: 1000 ops /
+# 2 MiB 3.9k ops/s; 2000 / 2 MiB 4.7k ops/s at 216/207 MB peak RSS; 4000 / 4 MiB (the
+# protocol's bound) 5.3k ops/s but 232/237 MB, too close to the 250 MB budget. Up to
+# AHEAD_BATCHES + GROUP_BATCHES + 1 batches are in memory.
 PULL_MAX_OPS = 2000
 PULL_MAX_BYTES = 2 * 1024 * 1024
+# Batches pulled and handed to the checking process that may wait for the writer, and how many
+# of those the writer applies in one transaction: a commit writes out every page the batches
+# dirtied, most pages of each index keyed by random content ids (~40 us/op committing 2,000 ops
+# at a time, ~10 us/op at 8,000: store level), so a writer that falls behind commits once for
+# the batches waiting. Measured with scripts/bench_sync.py (100k ops, a loaded machine): ~5k ->
+# ~6.4k ops/s, B's CPU 17 -> 13 s, its peak RSS 206 -> 227 MB; 2 ahead gave groups of 2.8
+# batches (for 220 MB), 3 ahead 3.5, and a cap of 6 rather than 4 changed nothing.
+AHEAD_BATCHES = 3
+GROUP_BATCHES = 4
+# Batches in a row that apply nothing before we give up on the peer: the batches asked for
+# before a refusal stopped a device may hold only that device's ops; more than those means the
+# peer keeps sending what we refuse.
+MAX_IDLE_BATCHES = AHEAD_BATCHES + GROUP_BATCHES + 1
 # A peer that does not answer a read within this is given up on for this sync.
 READ_TIMEOUT_S = 30.0
 # Announcements within this window are sent as one (an import writes in bursts).
@@ -206,62 +225,22 @@ class SyncService:
         return applied
 
     async def _pull_batches(self, peer_id: str, stream: INetStream, client: SyncClient) -> int:
-        """Pull and apply until the peer has nothing more, one batch ahead: while the writer
-        applies batch n, batch n + 1 (asked for with the cursor batch n will leave) arrives and
-        the checking process checks it, so the two cores work at once."""
+        """Pull and apply until the peer has nothing more. Two tasks: `_fetch` pulls, each pull
+        on the cursor the batch before will leave, and hands each batch to the checking process;
+        `_apply` applies the checked batches in order. Network, checker and writer work at once."""
         # Devices whose chain stopped at a refused op: asked for no more in this sync.
         stopped: dict[str, int] = {}
-        applied = batches = idle = 0
         cursor: dict[str, int] = {**await self._db.read(sync_state.heads)}
-        await stream.write(client.pull(cursor, PULL_MAX_OPS, PULL_MAX_BYTES))
-        batch, future = await self._receive(client, stream)
+        send, receive = trio.open_memory_channel[_Pulled](AHEAD_BATCHES)
         try:
-            while True:
-                try:
-                    checked = await self._checker.result(future)
-                except MalformedInput as err:
-                    await stream.write(client.send_error("malformed", str(err)))
-                    raise
-                following: dict[str, Any] = {}
-                if not batch.done:
-                    cursor = {**cursor, **checked.last_seqs, **stopped}
-                    await stream.write(client.pull(cursor, PULL_MAX_OPS, PULL_MAX_BYTES))
-                try:
-                    async with trio.open_nursery() as nursery:
-                        if not batch.done:
-                            nursery.start_soon(self._receive_into, client, stream, following)
-                        result = await self._db.write(
-                            partial(
-                                sync_state.apply_checked_batch,
-                                wires=batch.ops,
-                                verdicts=checked.verdicts,
-                                peer_id=peer_id,
-                                peer_heads=dict(batch.heads),
-                                now_ms=now_ms(),
-                                local_device=self._local,
-                            )
-                        )
-                except BaseExceptionGroup as group:
-                    raise _first_error(group) from None
-                applied += result.applied
-                batches += 1
-                newly_stopped = _stop_refused(result.refused, batch.heads, stopped)
-                if batches % PROGRESS_EVERY == 0:
-                    lag = sum(max(0, s - result.heads.get(d, 0)) for d, s in batch.heads.items())
-                    log.info("sync.progress", applied=applied, batches=batches, lag=lag)
-                if batch.done:
-                    break
-                # A batch that moves nothing (the one asked for before a refusal may hold only
-                # the stopped device's ops) is allowed once; twice, the peer ignores our cursor.
-                idle = 0 if result.applied or newly_stopped else idle + 1
-                if idle > 1:
-                    raise SyncFailed(
-                        "the peer keeps sending batches that do not advance our cursor"
-                    )
-                cursor.update(stopped)
-                batch, future = following["batch"], following["future"]
-        finally:
-            future.cancel()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._fetch, client, stream, cursor, stopped, send)
+                applied = await self._apply(peer_id, receive, stopped)
+        except BaseExceptionGroup as group:
+            error = _first_error(group)
+            if isinstance(error, MalformedInput):
+                await write_quietly(stream, client.send_error("malformed", str(error)))
+            raise error from None
         if stopped:
             await stream.write(
                 client.send_error(
@@ -272,20 +251,93 @@ class SyncService:
             client.finish()
         return applied
 
-    async def _receive(
-        self, client: SyncClient, stream: INetStream
-    ) -> tuple[Batch, Future[sync_state.CheckedBatch]]:
-        """The next batch, already handed to the checking process."""
-        event = await _next_event(client, stream)
-        if isinstance(event, ErrorReceived):
-            raise SyncFailed(f"the peer refused: {event.message} ({event.code})")
-        assert isinstance(event, BatchReceived)
-        return event.batch, self._checker.submit(event.batch.ops)
-
-    async def _receive_into(
-        self, client: SyncClient, stream: INetStream, into: dict[str, Any]
+    async def _fetch(
+        self,
+        client: SyncClient,
+        stream: INetStream,
+        cursor: dict[str, int],
+        stopped: Mapping[str, int],
+        send: trio.MemorySendChannel[_Pulled],
     ) -> None:
-        into["batch"], into["future"] = await self._receive(client, stream)
+        """Pull until the peer says done, each pull on the cursor the batches before will leave
+        (read from the ops' bytes, `op_position`), skipping the devices `_apply` stopped; hand
+        each batch to the checking process and on to `_apply`."""
+        async with send:
+            while True:
+                asking = {
+                    d: max(cursor.get(d, 0), stopped.get(d, 0))
+                    for d in cursor.keys() | stopped.keys()
+                }
+                await stream.write(client.pull(asking, PULL_MAX_OPS, PULL_MAX_BYTES))
+                event = await _next_event(client, stream)
+                if isinstance(event, ErrorReceived):
+                    raise SyncFailed(f"the peer refused: {event.message} ({event.code})")
+                assert isinstance(event, BatchReceived)
+                batch = event.batch
+                positions = _positions(batch.ops, asking)
+                if not batch.ops and not batch.done:
+                    raise SyncFailed("the peer sent an empty batch that is not its last")
+                future = self._checker.submit(batch.ops)
+                try:
+                    await send.send(_Pulled(batch=batch, positions=positions, future=future))
+                except BaseException:
+                    future.cancel()
+                    raise
+                if batch.done:
+                    return
+                cursor.update(positions)
+
+    async def _apply(
+        self,
+        peer_id: str,
+        receive: trio.MemoryReceiveChannel[_Pulled],
+        stopped: dict[str, int],
+    ) -> int:
+        """Apply the batches `_fetch` pulled, in order, once checked: those waiting (up to
+        GROUP_BATCHES) in one transaction, each with its cursor advance. Return how many ops
+        were applied."""
+        applied = batches = idle = 0
+        group: list[_Pulled] = []
+        async with receive:
+            try:
+                while True:
+                    try:
+                        group = [await receive.receive()]
+                    except trio.EndOfChannel:
+                        return applied
+                    while len(group) < GROUP_BATCHES:
+                        try:
+                            group.append(receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    verdicts = []
+                    for pulled in group:
+                        checked = await self._checker.result(pulled.future)
+                        if checked.last_seqs != pulled.positions:
+                            raise SyncFailed("the ops of a batch are not where their bytes say")
+                        verdicts.append(checked.verdicts)
+                    results = await self._db.write(
+                        _apply_group, peer_id, self._local, group, verdicts
+                    )
+                    for pulled, result in zip(group, results, strict=True):
+                        applied += result.applied
+                        batches += 1
+                        newly_stopped = _stop_refused(result.refused, pulled.batch.heads, stopped)
+                        idle = 0 if result.applied or newly_stopped else idle + 1
+                        if idle > MAX_IDLE_BATCHES:
+                            raise SyncFailed("the peer keeps sending batches of ops we refuse")
+                        if batches % PROGRESS_EVERY == 0:
+                            heads = pulled.batch.heads
+                            lag = sum(max(0, s - result.heads.get(d, 0)) for d, s in heads.items())
+                            log.info("sync.progress", applied=applied, batches=batches, lag=lag)
+            finally:
+                for pulled in group:
+                    pulled.future.cancel()
+                while True:
+                    try:
+                        receive.receive_nowait().future.cancel()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
 
     # --- the server ------------------------------------------------------------------------
 
@@ -386,6 +438,59 @@ class SyncService:
             self.request(peer_id)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Pulled:
+    """A batch `_fetch` pulled: per device the highest seq among its ops, and its check."""
+
+    batch: Batch
+    positions: dict[str, int]
+    future: Future[sync_state.CheckedBatch]
+
+
+def _positions(ops: Sequence[bytes], asked: Mapping[str, int]) -> dict[str, int]:
+    """Per device, the highest seq among `ops` (where our cursor is once they are applied), read
+    from their bytes before they are checked (the check compares). `MalformedInput` for an op
+    whose position cannot be read; `SyncFailed` for one at or below the cursor we asked with (a
+    peer that ignores it would otherwise keep us pulling the same ops)."""
+    positions: dict[str, int] = {}
+    for wire in ops:
+        device, seq = op_position(wire)
+        if seq > MAX_SEQ:
+            raise MalformedInput(f"op of {device:.60} at seq {seq}, past the largest seq")
+        if seq <= asked.get(device, 0):
+            raise SyncFailed(f"the peer sent op {device} #{seq}, which we said we hold")
+        if device not in positions:
+            if device not in asked:
+                ed25519_public_key_from_peer_id(device)  # a device, or we cannot pull on it
+            positions[device] = seq
+        elif seq > positions[device]:
+            positions[device] = seq
+    return positions
+
+
+def _apply_group(
+    db: SqliteDatabase,
+    peer_id: str,
+    local_device: str,
+    group: list[_Pulled],
+    verdicts: list[list[sync_state.Verdict]],
+) -> list[sync_state.BatchResult]:
+    """Apply checked batches in the one transaction Database.write runs this in (each batch's
+    ops together with the cursor advance they make, as a batch applied alone)."""
+    return [
+        sync_state.apply_checked_batch(
+            db,
+            wires=pulled.batch.ops,
+            verdicts=batch_verdicts,
+            peer_id=peer_id,
+            peer_heads=dict(pulled.batch.heads),
+            now_ms=now_ms(),
+            local_device=local_device,
+        )
+        for pulled, batch_verdicts in zip(group, verdicts, strict=True)
+    ]
+
+
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error a nursery of ours wrapped: callers handle the error, not the group."""
     for error in group.exceptions:
@@ -397,21 +502,22 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def _stop_refused(refused: tuple[Any, ...], heads: Any, stopped: dict[str, int]) -> bool:
-    """Log each device's first refused op and stop asking for that device; True if new."""
+    """Log each device's first refused op and stop asking for that device: later pulls skip
+    its ops up to the highest refused and the peer's head of it. True if a device is new."""
     new = False
     for refusal in refused:
-        if refusal.device in stopped:
-            continue
-        log.warning(
-            "sync.op_refused",
-            op_id=refusal.op_id,
-            device=refusal.device,
-            seq=refusal.seq,
-            error=refusal.error.code,
-            message=str(refusal.error),
-        )
-        stopped[refusal.device] = max(int(heads.get(refusal.device, 0)), refusal.seq)
-        new = True
+        device = refusal.device
+        if device not in stopped:
+            log.warning(
+                "sync.op_refused",
+                op_id=refusal.op_id,
+                device=device,
+                seq=refusal.seq,
+                error=refusal.error.code,
+                message=str(refusal.error),
+            )
+            new = True
+        stopped[device] = max(stopped.get(device, 0), int(heads.get(device, 0)), refusal.seq)
     return new
 
 

@@ -62,6 +62,7 @@ __all__ = [
     "SyncOperation",
     "UnknownDevice",
     "op_from_checked_wire",
+    "op_position",
     "verify_op",
     "verify_signature",
 ]
@@ -327,6 +328,51 @@ def op_from_checked_wire(data: bytes) -> SyncOperation:
         _wire=data,
     )
     return op
+
+
+# Canonical CBOR sorts map keys by length, then bytewise: an op's wire map starts with "hlc"
+# ([wall_ms, counter, node], the node being the device), then "seq".
+_WIRE_START = _WIRE_MAP_HEAD + b"\x63hlc\x83"
+_SEQ_KEY = b"\x63seq"
+
+
+def op_position(data: bytes) -> tuple[str, int]:
+    """The (device, seq) of an op from the first entries of its wire bytes, without decoding the
+    rest: for a sync client to ask for the next batch while this one is still being checked.
+
+    Checks nothing else: bytes that `from_wire` accepts give the op's device and seq; for others
+    this raises `MalformedInput` or returns what their first entries say, and `from_wire`
+    refuses them anyway."""
+    if not data.startswith(_WIRE_START):
+        raise MalformedInput("op bytes do not start as an op's wire map does")
+    _, at = _cbor_head(data, len(_WIRE_START), 0)  # wall_ms
+    _, at = _cbor_head(data, at, 0)  # counter
+    length, at = _cbor_head(data, at, 3)  # the node: the device
+    device = data[at : at + length]
+    at += length
+    if data[at : at + len(_SEQ_KEY)] != _SEQ_KEY:
+        raise MalformedInput("op bytes do not have seq where an op's wire map has it")
+    seq, _ = _cbor_head(data, at + len(_SEQ_KEY), 0)
+    try:
+        return device.decode(), seq
+    except UnicodeDecodeError as err:
+        raise MalformedInput("op device is not UTF-8") from err
+
+
+def _cbor_head(data: bytes, at: int, major: int) -> tuple[int, int]:
+    """The argument of the CBOR head at `at`, of major type `major` (0: an unsigned integer,
+    3: a text string's length), and the offset after it."""
+    if at >= len(data) or data[at] >> 5 != major:
+        raise MalformedInput(f"op bytes hold no CBOR head of major type {major} at {at}")
+    info = data[at] & 0x1F
+    if info < 24:
+        return info, at + 1
+    if info > 27:
+        raise MalformedInput(f"op bytes hold a CBOR head of unknown size at {at}")
+    end = at + 1 + (1 << (info - 24))
+    if end > len(data):
+        raise MalformedInput("op bytes end inside a CBOR head")
+    return int.from_bytes(data[at + 1 : end], "big"), end
 
 
 def _signed_from_wire(data: bytes, value: dict[object, object]) -> bytes | None:

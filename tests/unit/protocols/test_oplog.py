@@ -14,7 +14,7 @@ from protocols.canonical import canonical_decode, canonical_encode
 from protocols.cid import content_id, content_id_of_bytes, content_id_of_digest, parse_content_id
 from protocols.did import did_from_ed25519_public_key
 from protocols.errors import LocalProtocolError, RemoteProtocolError
-from protocols.hlc import MAX_DRIFT_MS, Timestamp
+from protocols.hlc import MAX_COUNTER, MAX_DRIFT_MS, MAX_WALL_MS, Timestamp
 from protocols.oplog import (
     ENTITY_TYPES,
     OP_TYPE,
@@ -26,6 +26,7 @@ from protocols.oplog import (
     SequenceGap,
     SyncOperation,
     UnknownDevice,
+    op_position,
     verify_op,
 )
 from protocols.peer_id import peer_id_from_ed25519_public_key
@@ -188,6 +189,50 @@ def test_every_truncation_is_refused() -> None:
 def test_trailing_bytes_are_refused(trailing: bytes) -> None:
     with pytest.raises(MalformedInput, match="trailing bytes"):
         SyncOperation.from_wire(make_op().to_wire() + trailing)
+
+
+@given(
+    seq=st.integers(1, 2**63 - 1),
+    wall_ms=st.integers(0, MAX_WALL_MS),
+    counter=st.integers(0, MAX_COUNTER),
+    other_device=st.booleans(),
+)
+def test_op_position_is_the_device_and_seq_of_the_wire_bytes(
+    seq: int, wall_ms: int, counter: int, other_device: bool
+) -> None:
+    op = make_op(
+        seq=seq,
+        prev=None if seq == 1 else PREV,
+        wall_ms=wall_ms,
+        counter=counter,
+        signing_key=OTHER_DEVICE_KEY if other_device else DEVICE_KEY,
+    )
+    assert op_position(op.to_wire()) == (op.device, seq)
+
+
+def test_op_position_of_a_truncated_op_is_refused() -> None:
+    wire = make_op(seq=2**40, wall_ms=NOW_MS, counter=300).to_wire()
+    end = wire.index(b"\x63seq") + 4 + 1 + 8  # the seq's head and its 8 bytes
+    assert op_position(wire[:end]) == (DEVICE, 2**40)
+    for length in range(end):
+        with pytest.raises(MalformedInput):
+            op_position(wire[:length])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        cbor2.dumps([1, 2, 3]),
+        cbor2.dumps({"seq": 2, "hlc": [NOW_MS, 0, DEVICE]}),  # not an op's map of 11 entries
+        b"\xab\x63hlc\x83\x1c",  # a head of a size CBOR does not have
+        b"\xab\x63hlc\x83\x00\x00\x43abc\x63seq\x02",  # the node is bytes, not text
+        b"\xab\x63hlc\x83\x00\x00\x63abc\x63sex\x02",  # another key where seq is
+        b"\xab\x63hlc\x83\x00\x00\x62\xff\xfe\x63seq\x02",  # the node is not UTF-8
+    ],
+)
+def test_op_position_of_bytes_not_laid_out_as_an_op_is_refused(data: bytes) -> None:
+    with pytest.raises(MalformedInput):
+        op_position(data)
 
 
 def test_changing_any_single_byte_is_refused_or_breaks_the_signature() -> None:
