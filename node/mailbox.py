@@ -27,6 +27,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import nacl.public
@@ -45,7 +46,13 @@ from starlette.routing import Route
 from node.database import Database
 from node.errors import NodeError
 from node.identity import LocalIdentity
-from node.mailbox_link import MailboxRefused, RelayLink, RelayUnreachable, open_link
+from node.mailbox_link import (
+    MailboxRefused,
+    RelayLink,
+    RelayUnreachable,
+    fitting_deposit,
+    open_link,
+)
 from node.streams import close_quietly, read_some
 from protocols.envelope import (
     DEFAULT_TTL_MS,
@@ -74,7 +81,7 @@ MAIL_COALESCE_S = 0.2  # local writes within this are mailed together
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 300.0
 OUTBOX_BATCH = 200  # outbox rows taken per round
-LIST_LIMIT = 500  # ids per List
+LIST_LIMIT = 1000  # ids per List (the protocol's most): a page is one apply transaction
 NOTICE_TIMEOUT_S = 5.0
 DEFAULT_QUOTA_BYTES = 256 * 1024 * 1024
 DEFAULT_REGISTRATION_DAYS = 365
@@ -399,16 +406,18 @@ class MailboxService:
         try:
             async with self._link(relay, addrs) as link:
                 while pending:
-                    item = pending[0]
-                    try:
-                        await link.deposit(Envelope.from_wire(item.envelope))
-                        delivered.append(item.row_id)
-                    except MailboxRefused as refused:
-                        if refused.code == "duplicate":  # it holds it already
+                    rows = {item.envelope_id: item for item in pending}
+                    envelopes = fitting_deposit([Envelope.from_wire(i.envelope) for i in pending])
+                    outcomes = await link.deposit(envelopes)
+                    for envelope in envelopes:
+                        item = rows[envelope.id]
+                        refused = outcomes.get(envelope.id)
+                        # Stored, or held already (duplicate): either way the relay has it.
+                        if refused is None or refused[0] == "duplicate":
                             delivered.append(item.row_id)
                         else:
-                            await self._retry_later(item, str(refused))
-                    pending.pop(0)
+                            await self._retry_later(item, f"{refused[1]} ({refused[0]})")
+                    pending = pending[len(envelopes) :]
         except (RelayUnreachable, MailboxRefused) as err:
             log.warning("mailbox.deposit_failed", relay=relay, error=str(err), waiting=len(pending))
             for item in pending:
@@ -442,16 +451,7 @@ class MailboxService:
         taken = 0
         try:
             async with self._link(relay, addrs) as link:
-                after: str | None = None
-                while True:
-                    listed = await link.list_ids(self._did, after, LIST_LIMIT)
-                    if not listed.ids:
-                        break
-                    taken += await self._take(link, relay, listed.ids)
-                    await link.ack(listed.ids)
-                    after = listed.next_cursor
-                    if after is None:
-                        break
+                taken = await self._drain_pages(link, relay)
         except (RelayUnreachable, MailboxRefused) as err:
             log.warning("mailbox.fetch_failed", relay=relay, error=str(err))
             return
@@ -463,23 +463,59 @@ class MailboxService:
                 ms=round((time.monotonic() - started) * 1000),
             )
 
-    async def _take(self, link: RelayLink, relay: str, ids: Sequence[str]) -> int:
-        """Fetch, open and apply the envelopes among `ids` not received before."""
+    async def _drain_pages(self, link: RelayLink, relay: str) -> int:
+        """List, fetch and open page after page, one page ahead: while the writer applies page
+        n, page n + 1 is fetched and opened. A page is acked only once its apply committed."""
+        taken = 0
+        after: str | None = None
+        applying: _Applying | None = None
+        async with trio.open_nursery() as nursery:
+            while True:
+                listed = await link.list_ids(self._did, after, LIST_LIMIT)
+                entries = await self._fetch_page(link, relay, listed.ids) if listed.ids else []
+                if applying is not None:
+                    await applying.done.wait()
+                    await link.ack(applying.ids)
+                    applying = None
+                if not listed.ids:
+                    break
+                applying = _Applying(ids=listed.ids)
+                nursery.start_soon(self._apply_page, relay, entries, applying)
+                taken += len(entries)
+                after = listed.next_cursor
+                if after is None:
+                    await applying.done.wait()
+                    await link.ack(applying.ids)
+                    break
+        return taken
+
+    async def _apply_page(
+        self,
+        relay: str,
+        entries: list[tuple[mailbox_store.Received, list[SyncOperation], str]],
+        applying: _Applying,
+    ) -> None:
+        if entries:
+            result = await self._db.write(_apply_letters, entries, now_ms(), self._local)
+            if result.refused_ops:
+                log.warning("mailbox.ops_refused", relay=relay, refused=result.refused_ops)
+        applying.done.set()
+
+    async def _fetch_page(
+        self, link: RelayLink, relay: str, ids: Sequence[str]
+    ) -> list[tuple[mailbox_store.Received, list[SyncOperation], str]]:
+        """Fetch and open the envelopes among `ids` not received before."""
         seen = await self._db.read(mailbox_store.received_ids, list(ids))
         remaining = [i for i in ids if i not in seen]
-        taken = 0
+        entries = []
         while remaining:
             envelopes = await link.fetch(remaining)
             if not envelopes:
                 break
             position = {envelope_id: n for n, envelope_id in enumerate(remaining)}
             remaining = remaining[position[envelopes[-1].id] + 1 :]
-            entries = [self._open(relay, envelope) for envelope in envelopes]
-            result = await self._db.write(_apply_letters, entries, now_ms(), self._local)
-            taken += len(envelopes)
-            if result.refused_ops:
-                log.warning("mailbox.ops_refused", relay=relay, refused=result.refused_ops)
-        return taken
+            entries += [self._open(relay, envelope) for envelope in envelopes]
+        return entries
 
     def _open(
         self, relay: str, envelope: Envelope
@@ -535,6 +571,14 @@ class MailboxService:
             if await link.introduce(credentials) != self._did:
                 raise RelayUnreachable(f"relay {relay} took us for another identity")
             yield link
+
+
+@dataclass
+class _Applying:
+    """A page being applied: its ids, acked once `done`."""
+
+    ids: tuple[str, ...]
+    done: trio.Event = field(default_factory=trio.Event)
 
 
 def _parse_relay_addr(relay_addr: str) -> tuple[str, list[str]]:

@@ -35,9 +35,17 @@ from protocols.mailbox import (
     NeedData,
     Response,
     Stored,
+    take_fitting,
 )
 from protocols.mailbox_records import RelayRegistration
 from store.devices import Credentials
+
+
+def fitting_deposit(envelopes: Sequence[Envelope]) -> tuple[Envelope, ...]:
+    """The longest prefix of `envelopes` one Deposit holds (never empty if `envelopes` is not):
+    the same bound as a Fetched."""
+    return take_fitting(envelopes)
+
 
 # A relay that does not answer a request within this is given up on for now (the outbox and
 # the recipient try again later).
@@ -81,10 +89,23 @@ class RelayLink:
     async def unregister(self, recipient_did: str) -> None:
         await self._ask(self._client.unregister(recipient_did))
 
-    async def deposit(self, envelope: Envelope) -> str:
-        answer = await self._ask(self._client.deposit(envelope))
+    async def deposit(self, envelopes: Sequence[Envelope]) -> dict[str, tuple[str, str] | None]:
+        """Deposit `envelopes` (they must fit one Deposit: `fitting_deposit`); for each id,
+        None if stored, else the relay's (code, message)."""
+        answer = await self._ask(self._client.deposit(envelopes))
         assert isinstance(answer, Stored)
-        return answer.id
+        outcomes: dict[str, tuple[str, str] | None] = dict.fromkeys(answer.ids)
+        outcomes.update(
+            {envelope_id: (code, message) for envelope_id, code, message in answer.refused}
+        )
+        return outcomes
+
+    async def deposit_one(self, envelope: Envelope) -> str:
+        """Deposit one envelope; `MailboxRefused` if the relay refuses it."""
+        refused = (await self.deposit([envelope]))[envelope.id]
+        if refused is not None:
+            raise MailboxRefused(*refused)
+        return envelope.id
 
     async def list_ids(self, recipient_did: str, after: str | None, limit: int) -> Listed:
         answer = await self._ask(self._client.list_envelopes(recipient_did, after, limit))

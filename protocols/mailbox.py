@@ -6,7 +6,7 @@ frame per message:
     client -> relay   Introduce(certificate, chain, rotations) -> Introduced(did)
                       Register(registration)          -> Registered
                       Unregister(recipient_did)       -> Unregistered
-                      Deposit(envelope)               -> Stored(id)
+                      Deposit(envelopes)              -> Stored(ids, refused)
                       List(recipient_did, after, limit) -> Listed(ids, next_cursor)
                       Fetch(ids)                      -> Fetched(envelopes)
                       Ack(ids)                        -> Acked(count)
@@ -22,9 +22,9 @@ request's refusal and then meets the end of the stream.
 The relay decides everything that needs its store (registration, allowed sender, quota, rate,
 duplicates, whether the peer is a device of the DID); the sessions check turn-taking, the bounds
 of every message, and that each answer fits its request (`MismatchedAnswer` on the client,
-`LocalProtocolError` on the relay): a Stored names the envelope deposited, a Listed holds at
-most `limit` ids, a Fetched holds only envelopes asked for, in the order asked and within the
-frame bound, an Acked counts at most the ids acked.
+`LocalProtocolError` on the relay): a Stored accounts for each envelope deposited, a Listed
+holds at most `limit` ids, a Fetched holds only envelopes asked for, in the order asked and
+within the frame bound, an Acked counts at most the ids acked.
 
 The sessions are sans-I/O machines (the h11 shape) sharing one table, `TRANSITIONS`, keyed by
 (state, sender's role, message type); each request has its own awaiting state, so the table
@@ -37,7 +37,7 @@ The relay may push a `Notice` (mail arrived) to a connected recipient on a strea
 `protocols.mailbox_notice`. The messages and their codec are in `protocols.mailbox_messages`.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar, Final
@@ -213,8 +213,9 @@ def take_fitting(envelopes: Sequence[Envelope]) -> tuple[Envelope, ...]:
 def _mismatch(request: Request, response: Response) -> str | None:
     """What makes `response` not an answer to `request`, or None (the table checked the type)."""
     if isinstance(response, Stored) and isinstance(request, Deposit):
-        wrong = response.id != request.envelope.id
-        return f"a Stored for {response.id}, not the envelope deposited" if wrong else None
+        answered = {*response.ids, *(entry[0] for entry in response.refused)}
+        wrong = answered != {envelope.id for envelope in request.envelopes}
+        return "a Stored that does not account for each envelope deposited" if wrong else None
     if isinstance(response, Listed) and isinstance(request, List):
         over = len(response.ids) > request.limit
         return f"{len(response.ids)} ids listed for a limit of {request.limit}" if over else None
@@ -346,9 +347,9 @@ class MailboxClient(_Session):
         """The frame of an Unregister (when idle); answered `Unregistered` or a refusal."""
         return self._request_frame(lambda: Unregister(recipient_did=recipient_did))
 
-    def deposit(self, envelope: Envelope) -> bytes:
-        """The frame of a Deposit (when idle); answered `Stored` or a refusal."""
-        return self._request_frame(lambda: Deposit(envelope=envelope))
+    def deposit(self, envelopes: Sequence[Envelope]) -> bytes:
+        """The frame of a Deposit of `envelopes` (when idle); answered `Stored` or a refusal."""
+        return self._request_frame(lambda: Deposit(envelopes=tuple(envelopes)))
 
     def list_envelopes(self, recipient_did: str, after: str | None, limit: int) -> bytes:
         """The frame of a List (when idle); answered `Listed` or a refusal."""
@@ -400,12 +401,19 @@ class MailboxServer(_Session):
         """The frame answering an Unregister."""
         return self._answer(Unregistered)
 
-    def stored(self) -> bytes:
-        """The frame answering a Deposit: the deposited envelope is stored (durably)."""
+    def stored(self, refused: Mapping[str, tuple[str, str]] | None = None) -> bytes:
+        """The frame answering a Deposit: each envelope is stored (durably) but those in
+        `refused` (id -> (code, message))."""
         request = self._request
         if not isinstance(request, Deposit):
             raise LocalProtocolError(f"the server may not send {Stored.TYPE} in {self._state}")
-        return self._answer(lambda: Stored(id=request.envelope.id))
+        refused = refused or {}
+        return self._answer(
+            lambda: Stored(
+                ids=tuple(e.id for e in request.envelopes if e.id not in refused),
+                refused=tuple((e.id, *refused[e.id]) for e in request.envelopes if e.id in refused),
+            )
+        )
 
     def listed(self, ids: Sequence[str], next_cursor: str | None) -> bytes:
         """The frame answering a List: at most its `limit` ids, and the cursor of the next page

@@ -142,9 +142,32 @@ def _check_ids(name: str, value: object, least: int) -> None:
         raise MalformedInput(f"{name} names an id twice")
 
 
+def _check_envelopes(value: object, least: int) -> None:
+    """A tuple of `least` to MAX_IDS distinct envelopes within MAX_FETCHED_BYTES."""
+    if not isinstance(value, tuple):
+        raise MalformedInput(f"envelopes is a {type(value).__name__}, expected a list")
+    if not least <= len(value) <= MAX_IDS:
+        raise MalformedInput(f"{len(value)} envelopes, expected {least} to {MAX_IDS}")
+    for envelope in value:
+        _check_instance("envelopes", envelope, Envelope)
+    if len({envelope.id for envelope in value}) != len(value):
+        raise MalformedInput("envelopes holds an envelope twice")
+    size = sum(len(envelope.to_wire()) for envelope in value)
+    if size > MAX_FETCHED_BYTES:
+        raise MalformedInput(f"envelopes of {size} bytes, more than {MAX_FETCHED_BYTES}")
+
+
 def _check_instance(name: str, value: object, kind: type) -> None:
     if not isinstance(value, kind):
         raise MalformedInput(f"{name} is a {type(value).__name__}, expected a {kind.__name__}")
+
+
+def _wire_item(value: object) -> object:
+    """An item of a tuple field as it travels: an envelope as its wire bytes, a tuple (a
+    refusal) as an array."""
+    if isinstance(value, Envelope):
+        return value.to_wire()
+    return list(value) if isinstance(value, tuple) else value
 
 
 class _Wire:
@@ -161,7 +184,14 @@ class _Wire:
         for item in fields(self):  # type: ignore[arg-type]
             value = getattr(self, item.name)
             if isinstance(value, tuple):
-                value = [v.to_wire() if isinstance(v, Envelope) else v for v in value]
+                value = [
+                    v.to_wire()
+                    if isinstance(v, Envelope)
+                    else list(v)
+                    if isinstance(v, tuple)
+                    else v
+                    for v in value
+                ]
             elif isinstance(value, Envelope | RelayRegistration):
                 value = value.to_wire()
             wire[item.name] = value
@@ -225,16 +255,23 @@ class Unregister(_Wire):
 
 @dataclass(frozen=True, kw_only=True)
 class Deposit(_Wire):
-    """Hold this envelope for its recipient. Answered `Stored` with its id."""
+    """Hold these envelopes (1 to MAX_IDS, distinct, their wire bytes at most
+    MAX_FETCHED_BYTES: one envelope of any size fits). Answered `Stored`, which says for each
+    whether it is stored or refused, and why. Several at once because a sender usually has
+    several for one relay, and each request costs a round trip and a frame each way."""
 
     TYPE: ClassVar[str] = DEPOSIT
     _RECORDS: ClassVar[Mapping[str, type[Envelope] | type[RelayRegistration]]] = {
-        "envelope": Envelope
+        "envelopes": Envelope
     }
-    envelope: Envelope
+    envelopes: tuple[Envelope, ...]
 
     def __post_init__(self) -> None:
-        _check_instance("envelope", self.envelope, Envelope)
+        _check_envelopes(self.envelopes, least=1)
+
+    @property
+    def wire_bytes(self) -> int:
+        return sum(len(envelope.to_wire()) for envelope in self.envelopes)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -305,13 +342,32 @@ class Unregistered(_Wire):
 
 @dataclass(frozen=True, kw_only=True)
 class Stored(_Wire):
-    """The deposited envelope is stored (durably: it survives a relay restart)."""
+    """The outcome of each deposited envelope: `ids` are stored (durably: they survive a relay
+    restart), `refused` are (id, code, message) with a `RefusalCode`. Every envelope of the
+    Deposit is in exactly one of the two."""
 
     TYPE: ClassVar[str] = STORED
-    id: str
+    ids: tuple[str, ...]
+    refused: tuple[tuple[str, str, str], ...]
 
     def __post_init__(self) -> None:
-        check_content_id(self.id)
+        _check_ids("ids", self.ids, 0)
+        if not isinstance(self.refused, tuple):
+            raise MalformedInput(f"refused is a {type(self.refused).__name__}, expected a list")
+        # Decoded entries arrive as arrays: one spelling, tuples.
+        object.__setattr__(
+            self, "refused", tuple(tuple(e) if isinstance(e, list) else e for e in self.refused)
+        )
+        for entry in self.refused:
+            if not isinstance(entry, tuple) or len(entry) != 3:
+                raise MalformedInput("a refused entry is [id, code, message]")
+            check_content_id(entry[0])
+            if _ERROR_CODE.fullmatch(_check_str("code", entry[1], MAX_ERROR_CODE)) is None:
+                raise MalformedInput(f"refusal code {entry[1]!r:.70} is not like 'over_quota'")
+            _check_str("message", entry[2], MAX_ERROR_MESSAGE)
+        every = [*self.ids, *(entry[0] for entry in self.refused)]
+        if len(every) > MAX_IDS or len(set(every)) != len(every):
+            raise MalformedInput(f"at most {MAX_IDS} envelopes, each named once")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -344,18 +400,7 @@ class Fetched(_Wire):
     envelopes: tuple[Envelope, ...]
 
     def __post_init__(self) -> None:
-        if not isinstance(self.envelopes, tuple):
-            raise MalformedInput(f"envelopes is a {type(self.envelopes).__name__}, expected a list")
-        if len(self.envelopes) > MAX_IDS:
-            raise MalformedInput(f"{len(self.envelopes)} envelopes, more than {MAX_IDS}")
-        for envelope in self.envelopes:
-            _check_instance("envelopes", envelope, Envelope)
-        if len({envelope.id for envelope in self.envelopes}) != len(self.envelopes):
-            raise MalformedInput("envelopes holds an envelope twice")
-        if self.wire_bytes > MAX_FETCHED_BYTES:
-            raise MalformedInput(
-                f"envelopes of {self.wire_bytes} bytes, more than {MAX_FETCHED_BYTES}"
-            )
+        _check_envelopes(self.envelopes, least=0)
 
     @property
     def wire_bytes(self) -> int:

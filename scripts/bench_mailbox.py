@@ -14,12 +14,13 @@ the recipient's ordinary checks accept everything after it.
 
 Deposits (timed): in this process, one trio task per sender, each with its own libp2p host (its
 device key), a link to the relay and an introduction; the clock runs from the first deposit to
-the last `Stored`, every envelope deposited one after another on its sender's stream. Two things
-follow from the senders being devices of the recipient's own DID (a sync.ops letter from another
-identity is refused by the recipient): they share the relay's per-sender-DID token bucket
-(node/relay.py: 500/s, burst 2,000, not configurable; a `rate_limited` refusal is retried after
-RATE_LIMITED_RETRY_S and counted), and the relay pushes a notice of the new mail to every one of
-them but the depositor, about every NOTICE_COALESCE_S. The senders take those notices as a node
+the last `Stored`, each sender depositing DEPOSIT_BATCH envelopes per request (a Deposit holds
+several, as an outbox sends them), one request after another on its stream. Each sender has
+the relay's per-device token bucket (node/relay.py: 500/s, burst 2,000; a `rate_limited`
+refusal is retried after RATE_LIMITED_RETRY_S and counted). The senders being devices of the
+recipient's own DID (a sync.ops letter from another identity is refused by the recipient), the
+relay pushes a notice of the new mail to every one of them but the depositor, at most one round
+per NOTICE_COALESCE_S. The senders take those notices as a node
 does (read, close; they start no drain): left unanswered (protocol not supported) they cost both
 processes more than the deposits do. Notices taken are counted and printed.
 
@@ -86,6 +87,8 @@ TITLE_LENGTH = 150
 # One letter in this many is a conversation's or an ACU's create op (about 900 bytes of op).
 CONVERSATION_EVERY = 10
 RATE_LIMITED_RETRY_S = 0.02
+# Envelopes per Deposit request (about 52 KiB): what an outbox sends a relay at once.
+DEPOSIT_BATCH = 50
 # The drain is timed by polling both nodes' APIs this often (its log gives the drain's own time).
 POLL_S = 0.1
 DRAIN_TIMEOUT_S = 1800.0
@@ -300,17 +303,23 @@ async def deposit_all(sender: Sender, relay: NodeProcess, shared: Deposits) -> N
             if shared.connected == shared.senders:
                 shared.all_connected.set()
             await shared.go.wait()
-            for envelope in sender.envelopes:
-                while True:
-                    try:
-                        await link.deposit(envelope)
-                        break
-                    except MailboxRefused as refused:
-                        if refused.code != "rate_limited":
-                            raise
+            waiting = list(sender.envelopes)
+            while waiting:
+                batch = waiting[:DEPOSIT_BATCH]
+                outcomes = await link.deposit(batch)
+                retry = []
+                for envelope in batch:
+                    refused = outcomes[envelope.id]
+                    if refused is None:
+                        shared.stored += 1
+                    elif refused[0] == "rate_limited":
                         shared.rate_limited += 1
-                        await trio.sleep(RATE_LIMITED_RETRY_S)
-                shared.stored += 1
+                        retry.append(envelope)
+                    else:
+                        raise MailboxRefused(*refused)
+                waiting = retry + waiting[len(batch) :]
+                if retry:
+                    await trio.sleep(RATE_LIMITED_RETRY_S)
             if shared.stored == shared.total:
                 shared.done.set()
         await host.close()

@@ -256,17 +256,17 @@ async def test_each_refusal_says_why_and_leaves_the_relay_unchanged(
 
     async with linked(owner, relay) as link:
         await link.register(registration)
-        await link.deposit(kept)
+        await link.deposit_one(kept)
         before = await unchanged()
         assert before["envelopes"] == 1
         # The same envelope again, and one over the relay's size limit.
-        await refused("duplicate", link.deposit(kept))
-        await refused("too_large", link.deposit(owner.envelope(owner, 5000)))
+        await refused("duplicate", link.deposit_one(kept))
+        await refused("too_large", link.deposit_one(owner.envelope(owner, 5000)))
         # The quota: 20,000 bytes hold six envelopes of 3,000, not seven.
         for _ in range(5):
-            await link.deposit(owner.envelope(owner, 3000))
+            await link.deposit_one(owner.envelope(owner, 3000))
         full = await unchanged()
-        await refused("over_quota", link.deposit(owner.envelope(owner, 3000)))
+        await refused("over_quota", link.deposit_one(owner.envelope(owner, 3000)))
         assert await unchanged() == full
         # A registration for another relay, or signed for another DID, is refused.
         elsewhere = RelayRegistration.create(
@@ -281,8 +281,8 @@ async def test_each_refusal_says_why_and_leaves_the_relay_unchanged(
 
     async with linked(stranger, relay) as link:
         # Deposit for a DID that never registered here, and for one that does not allow us.
-        await refused("unregistered_recipient", link.deposit(stranger.envelope(stranger, 500)))
-        await refused("sender_not_allowed", link.deposit(stranger.envelope(owner, 500)))
+        await refused("unregistered_recipient", link.deposit_one(stranger.envelope(stranger, 500)))
+        await refused("sender_not_allowed", link.deposit_one(stranger.envelope(owner, 500)))
         # Another DID's device may not list, fetch or ack the owner's mail, nor register for it.
         await refused("unauthorized", link.list_ids(owner.did, None, 10))
         await refused("unauthorized", link.fetch([kept.id]))
@@ -293,7 +293,7 @@ async def test_each_refusal_says_why_and_leaves_the_relay_unchanged(
 
     async with linked(stranger, relay, introduce=False) as link:
         # Without an introduction the relay does not know who deposits.
-        await refused("unauthorized", link.deposit(stranger.envelope(owner, 500)))
+        await refused("unauthorized", link.deposit_one(stranger.envelope(owner, 500)))
         # Credentials of another device are refused.
         await refused("unauthorized", link.introduce(owner.credentials))
     assert await unchanged() == full
@@ -307,10 +307,10 @@ async def test_each_refusal_says_why_and_leaves_the_relay_unchanged(
         assert kept.id in listed.ids and len(listed.ids) == 6
         assert [e.id for e in await link.fetch([kept.id])] == [kept.id]
         assert await link.ack([kept.id]) == 1
-        await refused("duplicate", link.deposit(kept))
+        await refused("duplicate", link.deposit_one(kept))
         assert (await unchanged())["envelopes"] == 5
         # Expired mail is removed by the relay's sweep.
-        await link.deposit(owner.envelope(owner, 1000, ttl_ms=1000))
+        await link.deposit_one(owner.envelope(owner, 1000, ttl_ms=1000))
         assert (await unchanged())["envelopes"] == 6
     with trio.fail_after(10):
         while (await unchanged())["envelopes"] != 5:
@@ -394,7 +394,7 @@ async def test_a_connected_recipient_is_noticed_and_takes_its_mail_at_once(
     await cli_json(node, "mailbox", "register", relay.addr)
     letter = laptop.envelope(owner, 800)
     async with linked(laptop, relay) as link:
-        await link.deposit(letter)
+        await link.deposit_one(letter)
     # No reconnection, no restart: the relay's notice is what makes the node fetch.
     with trio.fail_after(10):
         while (await mailbox_status(node))["received"] < 1:
