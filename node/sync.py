@@ -21,6 +21,7 @@ when to sync.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -125,6 +126,11 @@ class SyncService:
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; started (`nursery.start`) once syncs can be requested."""
+        # The node's start-up objects (libp2p, the API, the modules) are made by now and live
+        # to the end: keep the garbage collector from walking them again on every collection
+        # while a sync allocates decoded ops by the hundred thousand (~6 us/op applied, store
+        # level with the node's modules loaded).
+        gc.freeze()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
