@@ -53,27 +53,23 @@ from node.mailbox_link import (
     fitting_deposit,
     open_link,
 )
+from node.op_checker import CheckerDied, OpChecker
 from node.streams import close_quietly, read_some
 from protocols.envelope import (
     DEFAULT_TTL_MS,
     Envelope,
     Letter,
-    open_envelope,
     seal,
 )
 from protocols.errors import (
-    EnvelopeUnreadable,
     LocalProtocolError,
-    MalformedInput,
     RemoteProtocolError,
 )
 from protocols.mailbox_notice import MAX_NOTICE_FRAME, NeedData, NoticeReader
 from protocols.mailbox_records import RelayList, RelayRegistration
-from protocols.oplog import SyncOperation
 from protocols.trust import DeviceStatus
 from store import mailbox as mailbox_store
 from store.devices import Credentials, credentials_of, trust_state
-from store.sync_state import decode_ops
 
 log = structlog.get_logger()
 
@@ -134,8 +130,16 @@ class MailboxService:
         self._draining: set[str] = set()
         self._drain_again: set[str] = set()
         self._nursery: trio.Nursery | None = None
+        # Its own checking process, started on the first mail (node/op_checker.py).
+        self._checker = OpChecker()
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self._run(task_status)
+        finally:
+            self._checker.close()
+
+    async def _run(self, task_status: Any) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._mailer)
@@ -490,76 +494,60 @@ class MailboxService:
         return taken
 
     async def _apply_page(
-        self,
-        relay: str,
-        entries: list[tuple[mailbox_store.Received, list[SyncOperation], str]],
-        applying: _Applying,
+        self, relay: str, letters: list[mailbox_store.OpenedLetter], applying: _Applying
     ) -> None:
-        if entries:
-            result = await self._db.write(_apply_letters, entries, now_ms(), self._local)
-            if result.refused_ops:
-                log.warning("mailbox.ops_refused", relay=relay, refused=result.refused_ops)
+        if letters:
+            result = await self._db.write(_apply_letters, letters, now_ms(), self._local)
+            for refusal in result.refused[:10]:  # the first few: the log says enough
+                log.warning(
+                    "mailbox.op_refused",
+                    relay=relay,
+                    op_id=refusal.op_id,
+                    device=refusal.device,
+                    seq=refusal.seq,
+                    error=refusal.error.code,
+                    message=str(refusal.error),
+                )
+            dropped = [letter for letter in letters if letter.outcome != "applied"]
+            for letter in dropped[:10]:
+                log.warning(
+                    "mailbox.letter_dropped",
+                    relay=relay,
+                    envelope_id=letter.envelope_id,
+                    sender=letter.sender_did,
+                    outcome=letter.outcome,
+                )
         applying.done.set()
 
     async def _fetch_page(
         self, link: RelayLink, relay: str, ids: Sequence[str]
-    ) -> list[tuple[mailbox_store.Received, list[SyncOperation], str]]:
-        """Fetch and open the envelopes among `ids` not received before."""
+    ) -> list[mailbox_store.OpenedLetter]:
+        """Fetch the envelopes among `ids` not received before, and have the checking process
+        open and check them (the letters' and the ops' signatures: pure CPU, on the other
+        core while the writer applies the page before)."""
         seen = await self._db.read(mailbox_store.received_ids, list(ids))
         remaining = [i for i in ids if i not in seen]
-        entries = []
+        envelopes: list[Envelope] = []
         while remaining:
-            envelopes = await link.fetch(remaining)
-            if not envelopes:
+            fetched = await link.fetch(remaining)
+            if not fetched:
                 break
             position = {envelope_id: n for n, envelope_id in enumerate(remaining)}
-            remaining = remaining[position[envelopes[-1].id] + 1 :]
-            entries += [self._open(relay, envelope) for envelope in envelopes]
-        return entries
-
-    def _open(
-        self, relay: str, envelope: Envelope
-    ) -> tuple[mailbox_store.Received, list[SyncOperation], str]:
-        """The letter in `envelope`, its ops and its outcome (what `mailbox status` counts)."""
-        received = mailbox_store.Received(
-            envelope_id=envelope.id,
-            relay=relay,
-            sender_did="",
-            sender_device="",
-            payload_type="",
-            payload=b"",
-        )
-        if envelope.is_expired(now_ms()):
-            return received, [], "expired"
+            remaining = remaining[position[fetched[-1].id] + 1 :]
+            envelopes += fetched
+        if not envelopes:
+            return []
         try:
-            letter = open_envelope(
-                envelope, recipient_did=self._did, recipient_x25519_private_key=self._private_key
+            return await self._checker.call(
+                mailbox_store.open_letters,
+                envelopes,
+                relay,
+                self._did,
+                self._private_key,
+                now_ms(),
             )
-        except EnvelopeUnreadable as err:
-            log.warning("mailbox.unreadable", envelope_id=envelope.id, relay=relay, error=str(err))
-            return received, [], "unreadable"
-        received = mailbox_store.Received(
-            envelope_id=envelope.id,
-            relay=relay,
-            sender_did=letter.sender_did,
-            sender_device=letter.sender_device,
-            payload_type=letter.payload_type,
-            payload=b"",
-        )
-        if letter.payload_type != mailbox_store.SYNC_OPS:
-            log.warning(
-                "mailbox.unknown_payload", envelope_id=envelope.id, type=letter.payload_type
-            )
-            return received, [], "unknown payload type"
-        if letter.sender_did != self._did:
-            log.warning("mailbox.foreign_ops", envelope_id=envelope.id, sender=letter.sender_did)
-            return received, [], "sync ops from another identity"
-        try:
-            ops = decode_ops(mailbox_store.decode_sync_ops(letter.payload))
-        except MalformedInput as err:
-            log.warning("mailbox.malformed_letter", envelope_id=envelope.id, error=str(err))
-            return received, [], "malformed"
-        return received, ops, "applied"
+        except CheckerDied as err:
+            raise RelayUnreachable(f"could not open the mail: {err}") from err
 
     # --- links ---------------------------------------------------------------------------------
 
@@ -617,12 +605,9 @@ def _enqueue(
 
 
 def _apply_letters(
-    db: SqliteDatabase,
-    entries: list[tuple[mailbox_store.Received, list[SyncOperation], str]],
-    now: int,
-    local: str,
+    db: SqliteDatabase, letters: list[mailbox_store.OpenedLetter], now: int, local: str
 ) -> mailbox_store.LettersApplied:
-    return mailbox_store.apply_letters(db, entries, now, local_device=local)
+    return mailbox_store.apply_letters(db, letters, now, local_device=local)
 
 
 # --- the control API -----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""A second process that checks received ops for sync: the checks that need no vault.
+"""A second process that checks received ops (for sync, and letters from relays for the
+mailbox): the checks that need no vault.
 
 Decoding an op, checking its signature by its device's key and its payload rules
 (store.sync_state.check_wires) are about half of what applying a received op costs. They are
@@ -10,13 +11,18 @@ the GIL keeps Python code to one core.
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar, TypeVarTuple
 
 import trio
 
 from node.errors import NodeError
 from store import sync_state
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 class CheckerDied(NodeError):
@@ -31,13 +37,20 @@ class OpChecker:
         self._pool: ProcessPoolExecutor | None = None
 
     def submit(self, wires: tuple[bytes, ...]) -> Future[sync_state.CheckedBatch]:
+        return self._pool_of().submit(sync_state.check_wires, wires)
+
+    async def call(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
+        """`fn(*args)` in the checking process (a pure, picklable function and arguments)."""
+        return await self.result(self._pool_of().submit(fn, *args))
+
+    def _pool_of(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn")
             )
-        return self._pool.submit(sync_state.check_wires, wires)
+        return self._pool
 
-    async def result(self, future: Future[sync_state.CheckedBatch]) -> sync_state.CheckedBatch:
+    async def result(self, future: Future[T]) -> T:
         try:
             # trio-typing's stubs predate abandon_on_cancel (trio >= 0.23 has it).
             return await trio.to_thread.run_sync(future.result, abandon_on_cancel=True)  # type: ignore[call-arg]

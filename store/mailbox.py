@@ -22,18 +22,20 @@ ops that arrive ahead of a gap.
 
 import sqlite3
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 from peewee import SqliteDatabase
 
 from protocols.canonical import canonical_decode, canonical_encode, decode_stored
-from protocols.errors import MalformedInput
+from protocols.envelope import Envelope, open_envelope
+from protocols.errors import EnvelopeUnreadable, MalformedInput, ProtocolError
 from protocols.mailbox_records import RelayList, RelayRegistration
-from protocols.oplog import OpKind, SyncOperation
+from protocols.oplog import OpKind, SyncOperation, op_from_checked_wire
 from store.database import write_transaction
+from store.sync_state import CheckedError, Verdict, check_wires
 from store.trust_state import IDENTITY, load_trust
-from store.vault_apply import ApplyReport, apply_ops
+from store.vault_apply import ApplyReport, RefusedOp, apply_ops
 from store.vault_log import LocalLog, LocalSigner
 from store.vault_sql import chunks, connection, placeholders
 
@@ -279,15 +281,63 @@ def received_ids(db: SqliteDatabase, envelope_ids: Sequence[str]) -> set[str]:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Received:
-    """A letter opened and checked by the node: what `apply_letters` takes."""
+class OpenedLetter:
+    """An envelope taken from a relay, opened and checked (`open_letters`): who sent it, what
+    it is, the ops it carries with a checking verdict for each, and the outcome that
+    `mailbox status` counts ("applied", or why the letter was dropped)."""
 
     envelope_id: str
     relay: str
-    sender_did: str
-    sender_device: str
-    payload_type: str
-    payload: bytes
+    outcome: str
+    sender_did: str = ""
+    sender_device: str = ""
+    payload_type: str = ""
+    op_wires: tuple[bytes, ...] = ()
+    verdicts: tuple[Verdict, ...] = ()
+
+
+def open_letters(
+    envelopes: Sequence[Envelope], relay: str, did: str, private_key: bytes, now_ms: int
+) -> list[OpenedLetter]:
+    """Open and check `envelopes` for `did`: everything that needs no vault (the seal, the
+    letter's signature, that sync ops come from our own DID, each op's decoding, signature and
+    payload rules). Pure CPU, picklable in and out: the node runs it in its checking process,
+    one page ahead of the writer (node/mailbox.py)."""
+    opened: list[OpenedLetter] = []
+    for envelope in envelopes:
+        if envelope.is_expired(now_ms):
+            opened.append(OpenedLetter(envelope_id=envelope.id, relay=relay, outcome="expired"))
+            continue
+        try:
+            letter = open_envelope(
+                envelope, recipient_did=did, recipient_x25519_private_key=private_key
+            )
+        except EnvelopeUnreadable as err:
+            opened.append(
+                OpenedLetter(envelope_id=envelope.id, relay=relay, outcome=f"unreadable: {err}")
+            )
+            continue
+        facts = OpenedLetter(
+            envelope_id=envelope.id,
+            relay=relay,
+            outcome="applied",
+            sender_did=letter.sender_did,
+            sender_device=letter.sender_device,
+            payload_type=letter.payload_type,
+        )
+        if letter.payload_type != SYNC_OPS:
+            opened.append(replace(facts, outcome="unknown payload type"))
+        elif letter.sender_did != did:
+            opened.append(replace(facts, outcome="sync ops from another identity"))
+        else:
+            try:
+                wires = decode_sync_ops(letter.payload)
+                checked = check_wires(wires)
+            except MalformedInput as err:
+                opened.append(replace(facts, outcome=f"malformed: {err}"))
+                continue
+            opened.append(replace(facts, op_wires=tuple(wires), verdicts=tuple(checked.verdicts)))
+    return opened
 
 
 def decode_sync_ops(payload: bytes) -> list[bytes]:
@@ -307,25 +357,27 @@ class LettersApplied:
     applied_ops: int
     duplicate_ops: int
     parked_ops: int
-    refused_ops: int
+    refused: tuple[RefusedOp, ...]
     letters: int
 
 
 def apply_letters(
-    db: SqliteDatabase,
-    letters: Sequence[tuple[Received, list[SyncOperation], str]],
-    now_ms: int,
-    *,
-    local_device: str,
+    db: SqliteDatabase, letters: Sequence[OpenedLetter], now_ms: int, *, local_device: str
 ) -> LettersApplied:
-    """Apply opened letters and record each as received, in one transaction.
-
-    Each entry is (letter, the ops it carries, decoded by the caller, outcome): the ops are
-    applied; the outcome ("applied", or why the letter was dropped) is what `mailbox status`
-    shows. Ops apply with parking, so ops that arrive ahead of a gap wait for it."""
+    """Apply the ops of opened letters with their verdicts and record each letter as received
+    (with its outcome), in one transaction. Ops apply with parking: an op that arrives ahead of
+    a gap waits for it (letters from relays come in any order)."""
+    ops: list[SyncOperation] = []
+    checked: dict[str, ProtocolError | None] = {}
+    for letter in letters:
+        for wire, verdict in zip(letter.op_wires, letter.verdicts, strict=True):
+            op = op_from_checked_wire(wire)
+            ops.append(op)
+            checked[op.id] = None if verdict is None else CheckedError(*verdict)
     with write_transaction(db):
-        ops = [op for _, decoded, _ in letters for op in decoded]
-        report: ApplyReport = apply_ops(db, ops, now_ms, local_device=local_device, park=True)
+        report: ApplyReport = apply_ops(
+            db, ops, now_ms, local_device=local_device, park=True, checked=checked
+        )
         connection(db).executemany(
             "INSERT OR IGNORE INTO mailbox_received (envelope_id, relay, sender_did,"
             " sender_device, payload_type, outcome, received_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -336,32 +388,19 @@ def apply_letters(
                     letter.sender_did,
                     letter.sender_device,
                     letter.payload_type,
-                    outcome,
+                    letter.outcome[:300],
                     now_ms,
                 )
-                for letter, _, outcome in letters
+                for letter in letters
             ],
         )
     return LettersApplied(
         applied_ops=len(report.applied),
         duplicate_ops=len(report.duplicates),
         parked_ops=len(report.parked),
-        refused_ops=len(report.refused),
+        refused=report.refused,
         letters=len(letters),
     )
-
-
-def record_unreadable(
-    db: SqliteDatabase, envelope_id: str, relay: str, why: str, now_ms: int
-) -> None:
-    """An envelope that could not be opened: recorded, so it is acked and never tried again."""
-    with write_transaction(db):
-        connection(db).execute(
-            "INSERT OR IGNORE INTO mailbox_received (envelope_id, relay, sender_did,"
-            " sender_device, payload_type, outcome, received_at_ms)"
-            " VALUES (?, ?, '', '', '', ?, ?)",
-            (envelope_id, relay, f"unreadable: {why}"[:300], now_ms),
-        )
 
 
 # --- status --------------------------------------------------------------------------------------
@@ -409,7 +448,8 @@ def mailbox_status(db: SqliteDatabase, device: str) -> MailboxStatus:
         by_outcome = {
             str(outcome): int(count)
             for outcome, count in conn.execute(
-                "SELECT CASE WHEN outcome LIKE 'unreadable%' THEN 'unreadable' ELSE outcome END,"
+                "SELECT CASE WHEN outcome LIKE 'unreadable%' THEN 'unreadable'"
+                " WHEN outcome LIKE 'malformed%' THEN 'malformed' ELSE outcome END,"
                 " count(*) FROM mailbox_received GROUP BY 1"
             )
         }

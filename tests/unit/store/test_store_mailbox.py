@@ -5,6 +5,7 @@ so that mail seen again changes nothing, and what `mailbox status` shows."""
 import os
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import nacl.public
@@ -14,7 +15,7 @@ from test_store_devices import join, new_vault
 from test_store_vault_support import T0, Owner, conversation, count, stored_ops
 
 from protocols.canonical import canonical_encode
-from protocols.envelope import Envelope, Letter, open_envelope, seal
+from protocols.envelope import Envelope, Letter, seal
 from protocols.errors import MalformedInput
 from protocols.hlc import Timestamp
 from protocols.mailbox_records import RelayList
@@ -25,9 +26,9 @@ from store.identity import save_device
 from store.mailbox import (
     SYNC_OPS,
     MailboxStatus,
+    OpenedLetter,
     OutboxRelay,
     Outgoing,
-    Received,
     apply_letters,
     decode_sync_ops,
     due_outbox,
@@ -35,17 +36,16 @@ from store.mailbox import (
     enqueue,
     mailbox_status,
     next_outbox_due,
+    open_letters,
     outbox_delivered,
     outbox_retry,
     publish_relay_list,
     received_ids,
-    record_unreadable,
     relay_list,
     skip_mailing,
     take_ops_to_mail,
 )
 from store.sql import execute_sql
-from store.sync_state import decode_ops
 from store.vault import import_conversation
 from store.vault_apply import ApplyReport, apply_ops
 
@@ -470,22 +470,14 @@ def sealed(owner: Owner, device: int, ops: list[SyncOperation]) -> Envelope:
     )
 
 
-def opened(
-    owner: Owner, envelope: Envelope, relay: str = RELAY_A, outcome: str = "applied"
-) -> tuple[Received, list[SyncOperation], str]:
-    """What the node makes of an envelope: the letter's facts, its ops, the outcome."""
-    letter = open_envelope(
-        envelope, recipient_did=owner.did, recipient_x25519_private_key=bytes(BOX)
-    )
-    received = Received(
-        envelope_id=envelope.id,
-        relay=relay,
-        sender_did=letter.sender_did,
-        sender_device=letter.sender_device,
-        payload_type=letter.payload_type,
-        payload=letter.payload,
-    )
-    return received, decode_ops(decode_sync_ops(letter.payload)), outcome
+def opened(owner: Owner, envelope: Envelope, relay: str = RELAY_A) -> OpenedLetter:
+    """What the node makes of an envelope (in its checking process): `open_letters`."""
+    (letter,) = open_letters([envelope], relay, owner.did, bytes(BOX), NOW)
+    return letter
+
+
+def dropped(envelope_id: str, relay: str, outcome: str) -> OpenedLetter:
+    return OpenedLetter(envelope_id=envelope_id, relay=relay, outcome=outcome)
 
 
 def test_a_letter_applies_its_ops_once_and_is_recorded_as_received(
@@ -497,11 +489,11 @@ def test_a_letter_applies_its_ops_once_and_is_recorded_as_received(
     mail = sealed(owner, 0, ops)
     assert received_ids(phone, [mail.id]) == set()
     result = apply_letters(phone, [opened(owner, mail)], NOW, local_device=owner.devices[1].peer_id)
-    assert (result.applied_ops, result.duplicate_ops, result.parked_ops, result.refused_ops) == (
+    assert (result.applied_ops, result.duplicate_ops, result.parked_ops, result.refused) == (
         len(ops),
         0,
         0,
-        0,
+        (),
     )
     assert result.letters == 1
     assert own_ops(phone, owner.devices[0].peer_id) == ops
@@ -565,10 +557,11 @@ def test_several_letters_in_one_call_and_a_refused_op(
         opened(owner, sealed(owner, 0, ops[2:])),
     ]
     result = apply_letters(phone, letters, NOW, local_device=owner.devices[1].peer_id)
-    assert (result.applied_ops, result.refused_ops, result.letters) == (len(ops), 1, 3)
+    assert (result.applied_ops, len(result.refused), result.letters) == (len(ops), 1, 3)
+    assert result.refused[0].device == owner.devices[2].peer_id
     assert relay_list(phone) is None
-    assert received_ids(phone, [entry[0].envelope_id for entry in letters]) == {
-        entry[0].envelope_id for entry in letters
+    assert received_ids(phone, [letter.envelope_id for letter in letters]) == {
+        letter.envelope_id for letter in letters
     }
 
 
@@ -578,52 +571,98 @@ def test_a_letter_that_cannot_be_recorded_applies_nothing(
     laptop, phone = vaults
     import_conversation(laptop, owner.devices[0].signer, conversation(1), T0)
     ops = own_ops(laptop, owner.devices[0].peer_id)
-    received, decoded, _ = opened(owner, sealed(owner, 0, ops))
+    letter = opened(owner, sealed(owner, 0, ops))
     before = count(phone, "sync_operation")
-    broken = Received(
-        envelope_id=received.envelope_id,
-        relay=received.relay,
-        sender_did=object(),  # type: ignore[arg-type]  # not a value SQLite can bind
-        sender_device=received.sender_device,
-        payload_type=received.payload_type,
-        payload=received.payload,
-    )
+    # Not a value SQLite can bind: recording the letter fails after its ops were applied.
+    broken = replace(letter, sender_did=object())  # type: ignore[arg-type]
     with pytest.raises(sqlite3.Error):
-        apply_letters(phone, [(broken, decoded, "applied")], NOW, local_device="x")
+        apply_letters(phone, [broken], NOW, local_device="x")
     # One transaction: the ops did not stay applied without the letter being recorded.
     assert count(phone, "sync_operation") == before
-    assert received_ids(phone, [received.envelope_id]) == set()
+    assert received_ids(phone, [letter.envelope_id]) == set()
 
 
-def test_an_unreadable_envelope_is_recorded_once_with_its_reason(
+def test_letters_that_cannot_be_applied_are_recorded_with_why(
     vaults: list[peewee.SqliteDatabase], owner: Owner
 ) -> None:
-    db = vaults[1]
-    record_unreadable(db, "env-1", RELAY_A, "not sealed to our key", NOW)
-    record_unreadable(db, "env-1", RELAY_B, "another reason", NOW + 1)
-    record_unreadable(db, "env-2", RELAY_A, "y" * 1000, NOW)
-    assert received_ids(db, ["env-1", "env-2", "env-3"]) == {"env-1", "env-2"}
-    rows = execute_sql(
-        db, "SELECT envelope_id, relay, sender_did, outcome FROM mailbox_received ORDER BY 1"
-    ).fetchall()
-    assert rows[0] == ("env-1", RELAY_A, "", "unreadable: not sealed to our key")
-    assert rows[1][3] == ("unreadable: " + "y" * 1000)[:300]
-    # A letter that arrives with that id later is not recorded over it.
-    same_id = Received(
-        envelope_id="env-1",
-        relay=RELAY_B,
-        sender_did=owner.did,
-        sender_device=owner.devices[0].peer_id,
-        payload_type=SYNC_OPS,
-        payload=b"",
-    )
-    apply_letters(db, [(same_id, [], "expired")], NOW, local_device=owner.devices[1].peer_id)
-    assert execute_sql(
-        db, "SELECT relay, outcome FROM mailbox_received WHERE envelope_id = 'env-1'"
-    ).fetchall() == [(RELAY_A, "unreadable: not sealed to our key")]
-    status = mailbox_status(db, owner.devices[1].peer_id)
-    assert status.received == 2
-    assert status.received_by_outcome == {"unreadable": 2}
+    laptop, phone = vaults
+    import_conversation(laptop, owner.devices[0].signer, conversation(1), T0)
+    ops = own_ops(laptop, owner.devices[0].peer_id)
+    stranger = Owner(count=1, seed=9)
+    other_box = nacl.public.PrivateKey.generate()
+
+    def letter(
+        signing_key: nacl.signing.SigningKey,
+        sender: str,
+        kind: str,
+        payload: bytes,
+        to_key: bytes = bytes(BOX.public_key),
+        expires: int = NOW + DAY,
+    ) -> Envelope:
+        return seal(
+            Letter.create(
+                signing_key=signing_key,
+                recipient_did=owner.did,
+                sender_did=sender,
+                payload_type=kind,
+                payload=payload,
+                created_at_ms=NOW,
+            ),
+            recipient_did=owner.did,
+            recipient_x25519_public_key=to_key,
+            expires_at_ms=expires,
+            ephemeral_private_key=os.urandom(32),
+        )
+
+    key = owner.devices[0].key
+    wires = encode_sync_ops([op.to_wire() for op in ops])
+    envelopes = [
+        letter(key, owner.did, "friend.request", b"hello"),
+        letter(stranger.devices[0].key, stranger.did, SYNC_OPS, wires),
+        letter(key, owner.did, SYNC_OPS, b"not cbor"),
+        letter(key, owner.did, SYNC_OPS, wires, to_key=bytes(other_box.public_key)),
+        letter(key, owner.did, SYNC_OPS, wires, expires=NOW),
+    ]
+    letters = open_letters(envelopes, RELAY_A, owner.did, bytes(BOX), NOW)
+    outcomes = [letter.outcome.split(":")[0] for letter in letters]
+    assert outcomes == [
+        "unknown payload type",
+        "sync ops from another identity",
+        "malformed",
+        "unreadable",
+        "expired",
+    ]
+    assert all(letter.op_wires == () for letter in letters)
+    result = apply_letters(phone, letters, NOW, local_device=owner.devices[1].peer_id)
+    assert (result.applied_ops, result.letters) == (0, 5)
+    assert received_ids(phone, [e.id for e in envelopes]) == {e.id for e in envelopes}
+    # Recorded once: the same envelope later (another relay) is not recorded over it.
+    apply_letters(phone, [dropped(envelopes[0].id, RELAY_B, "expired")], NOW, local_device="x")
+    assert phone.execute_sql(
+        "SELECT relay, outcome FROM mailbox_received WHERE envelope_id = ?", (envelopes[0].id,)
+    ).fetchall() == [(RELAY_A, "unknown payload type")]
+    status = mailbox_status(phone, owner.devices[1].peer_id)
+    assert status.received_by_outcome == {
+        "unknown payload type": 1,
+        "sync ops from another identity": 1,
+        "malformed": 1,
+        "unreadable": 1,
+        "expired": 1,
+    }
+
+
+def test_an_op_with_a_bad_verdict_is_refused_with_it(
+    vaults: list[peewee.SqliteDatabase], owner: Owner
+) -> None:
+    laptop, phone = vaults
+    import_conversation(laptop, owner.devices[0].signer, conversation(1), T0)
+    ops = sorted(own_ops(laptop, owner.devices[0].peer_id), key=lambda op: op.seq)
+    forged = replace(ops[-1], signature=bytes(64))
+    letter = opened(owner, sealed(owner, 0, [*ops[:-1], forged]))
+    assert letter.verdicts[-1] is not None and letter.verdicts[-1][0] == "bad_signature"
+    result = apply_letters(phone, [letter], NOW, local_device=owner.devices[1].peer_id)
+    assert result.applied_ops == len(ops) - 1
+    assert [r.error.code for r in result.refused] == ["bad_signature"]
 
 
 def test_the_status_shows_relays_outbox_received_and_the_mailed_cursor(
@@ -641,20 +680,12 @@ def test_the_status_shows_relays_outbox_received_and_the_mailed_cursor(
         NOW,
         mailed=(device, 2),
     )
-    record_unreadable(db, "env-x", RELAY_A, "bad", NOW)
+    apply_letters(db, [dropped("env-x", RELAY_A, "unreadable: bad")], NOW, local_device=device)
     import_conversation(vaults[1], owner.devices[1].signer, conversation(1), T0)
     mail = sealed(owner, 1, own_ops(vaults[1], owner.devices[1].peer_id))
     deliver(vaults[1], db, owner, 0)  # the ops arrived by sync first: the letter only duplicates
-    apply_letters(db, [opened(owner, mail, outcome="applied")], NOW, local_device=device)
-    expired = Received(
-        envelope_id="env-y",
-        relay=RELAY_B,
-        sender_did="",
-        sender_device="",
-        payload_type="",
-        payload=b"",
-    )
-    apply_letters(db, [(expired, [], "expired")], NOW, local_device=device)
+    apply_letters(db, [opened(owner, mail)], NOW, local_device=device)
+    apply_letters(db, [dropped("env-y", RELAY_B, "expired")], NOW, local_device=device)
     assert mailbox_status(db, device) == MailboxStatus(
         relays=relays,
         outbox=[
