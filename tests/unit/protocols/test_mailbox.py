@@ -25,7 +25,9 @@ from protocols.mailbox import (
     ABORT,
     END_OF_STREAM,
     MAILBOX_PROTOCOL_ID,
+    MAX_FETCHED_BYTES,
     MAX_FRAME,
+    MAX_IDS,
     NEED_DATA,
     TERMINAL_STATES,
     TRANSITIONS,
@@ -193,14 +195,18 @@ class Relay:
             case Unregister(recipient_did=recipient_did):
                 self.registered.pop(recipient_did, None)
                 return server.unregistered()
-            case Deposit(envelope=envelope):
-                if envelope.recipient_did not in self.registered:
-                    return server.refuse(RefusalCode.UNREGISTERED_RECIPIENT, "not registered here")
-                if envelope.id in self.held:
-                    return server.refuse(RefusalCode.DUPLICATE, envelope.id)
-                self.arrivals += 1
-                self.held[envelope.id] = (self.arrivals, envelope)
-                return server.stored()
+            case Deposit(envelopes=envelopes):
+                # Each envelope stored or refused on its own; the Stored says which.
+                refused: dict[str, tuple[str, str]] = {}
+                for envelope in envelopes:
+                    if envelope.recipient_did not in self.registered:
+                        refused[envelope.id] = (RefusalCode.UNREGISTERED_RECIPIENT, "not here")
+                    elif envelope.id in self.held:
+                        refused[envelope.id] = (RefusalCode.DUPLICATE, envelope.id)
+                    else:
+                        self.arrivals += 1
+                        self.held[envelope.id] = (self.arrivals, envelope)
+                return server.stored(refused)
             case List(after=after, limit=limit):
                 after_seq = int(after) if after is not None else 0
                 later = sorted((seq, key) for key, (seq, _) in self.held.items() if seq > after_seq)
@@ -237,10 +243,11 @@ def test_register_deposit_list_fetch_ack_and_a_clean_end() -> None:
     assert exchange(sender, sender_side, relay, sender.register(REGISTRATION)) == Registered()
     assert relay.registered == {RECIPIENT: REGISTRATION}
     mail = [sealed(seq) for seq in range(1, 6)]
-    for envelope in mail:
-        assert exchange(sender, sender_side, relay, sender.deposit(envelope)) == Stored(
-            id=envelope.id
+    for batch in (mail[:1], mail[1:]):  # one envelope, then several in one Deposit
+        assert exchange(sender, sender_side, relay, sender.deposit(batch)) == Stored(
+            ids=tuple(envelope.id for envelope in batch), refused=()
         )
+    assert list(relay.held) == [envelope.id for envelope in mail]  # in the order deposited
     sender.finish()
     assert events_after(sender_side, b"") == [StreamEnded()]
     assert sender.state is sender_side.state is State.CLOSED
@@ -327,8 +334,9 @@ def test_a_fetch_is_answered_within_the_byte_bound_and_the_rest_asked_again() ->
     relay.registered[RECIPIENT] = REGISTRATION
     big = [plain(seed, size=MAX_ENVELOPE_BYTES // 2) for seed in range(1, 4)]
     client, server = MailboxClient(), MailboxServer()
-    for envelope in big:
-        exchange(client, server, relay, client.deposit(envelope), chunk=0)
+    for batch in (big[:2], big[2:]):  # two halves fit one Deposit, not three
+        stored = exchange(client, server, relay, client.deposit(batch), chunk=0)
+        assert stored == Stored(ids=tuple(envelope.id for envelope in batch), refused=())
     asked = [envelope.id for envelope in big]
     got: list[Envelope] = []
     while asked:
@@ -343,27 +351,84 @@ def test_a_fetch_is_answered_within_the_byte_bound_and_the_rest_asked_again() ->
 @pytest.mark.parametrize("code", list(RefusalCode))
 def test_every_refusal_reaches_the_client_and_the_stream_goes_on(code: RefusalCode) -> None:
     client, server = MailboxClient(), MailboxServer()
-    [request] = events_after(server, client.deposit(E1))
-    assert request == Deposit(envelope=E1)
+    [request] = events_after(server, client.deposit([E1]))
+    assert request == Deposit(envelopes=(E1,))
     refusal = server.refuse(code, f"refused: {code}")
     assert refusal == framed(MailboxError(code=code, message=f"refused: {code}"))
     assert events_after(client, refusal) == [MailboxError(code=code, message=f"refused: {code}")]
     assert client.state is server.state is State.IDLE
-    events_after(server, client.deposit(E2))
-    assert events_after(client, server.stored()) == [Stored(id=E2.id)]
+    events_after(server, client.deposit([E2]))
+    assert events_after(client, server.stored()) == [Stored(ids=(E2.id,), refused=())]
 
 
 def test_the_relays_refusals_from_its_store() -> None:
     relay, client, server = Relay(), MailboxClient(), MailboxServer()
-    refused = exchange(client, server, relay, client.deposit(E1))
-    assert isinstance(refused, MailboxError)
-    assert refused.code == "unregistered_recipient"
+    refused = exchange(client, server, relay, client.deposit([E1]))
+    assert refused == Stored(ids=(), refused=((E1.id, "unregistered_recipient", "not here"),))
     exchange(client, server, relay, client.register(REGISTRATION))
-    assert exchange(client, server, relay, client.deposit(E1)) == Stored(id=E1.id)
-    assert exchange(client, server, relay, client.deposit(E1)) == MailboxError(
-        code="duplicate", message=E1.id
+    assert exchange(client, server, relay, client.deposit([E1])) == Stored(ids=(E1.id,), refused=())
+    assert exchange(client, server, relay, client.deposit([E1])) == Stored(
+        ids=(), refused=((E1.id, "duplicate", E1.id),)
     )
-    assert list(relay.held) == [E1.id]
+    # One Deposit, each envelope its own outcome: stored, a duplicate, for a DID not here.
+    elsewhere = Envelope.build(recipient_did=OTHER_DID, expires_at_ms=NOW_MS, ciphertext=b"x" * 99)
+    assert exchange(client, server, relay, client.deposit([E2, E1, elsewhere, E3])) == Stored(
+        ids=(E2.id, E3.id),
+        refused=((E1.id, "duplicate", E1.id), (elsewhere.id, "unregistered_recipient", "not here")),
+    )
+    assert list(relay.held) == [E1.id, E2.id, E3.id]
+
+
+def test_stored_answers_each_envelope_deposited_in_the_order_deposited() -> None:
+    client, server = MailboxClient(), MailboxServer()
+    deposited = [E3, E1, E2]
+    [request] = events_after(server, client.deposit(deposited), chunk=7)
+    assert request == Deposit(envelopes=tuple(deposited))
+    # Without refusals: every envelope stored.
+    expected = Stored(ids=(E3.id, E1.id, E2.id), refused=())
+    frame = server.stored()
+    assert frame == framed(expected)
+    assert events_after(client, frame, chunk=3) == [expected]
+    assert client.state is server.state is State.IDLE
+    # With refusals: the rest stored; refusals in the order deposited, whatever the mapping's.
+    events_after(server, client.deposit(deposited))
+    refusals = {E2.id: ("over_quota", "full"), E3.id: (RefusalCode.RATE_LIMITED, "later")}
+    expected = Stored(
+        ids=(E1.id,), refused=((E3.id, "rate_limited", "later"), (E2.id, "over_quota", "full"))
+    )
+    frame = server.stored(refusals)
+    assert frame == framed(expected)
+    assert events_after(client, frame) == [expected]
+    # Every one refused: no ids. An empty mapping is no refusal.
+    events_after(server, client.deposit([E1]))
+    expected = Stored(ids=(), refused=((E1.id, "expired", ""),))
+    assert events_after(client, server.stored({E1.id: ("expired", "")})) == [expected]
+    events_after(server, client.deposit([E1]))
+    assert events_after(client, server.stored({})) == [Stored(ids=(E1.id,), refused=())]
+    assert client.state is server.state is State.IDLE
+
+
+def full_deposit() -> list[Envelope]:
+    """MAX_IDS envelopes whose wire bytes fill MAX_FETCHED_BYTES: the largest Deposit."""
+    small = [plain(seed, size=50) for seed in range(MAX_IDS - 1)]
+    room = MAX_FETCHED_BYTES - sum(len(envelope.to_wire()) for envelope in small)
+    filler = plain(MAX_IDS, size=room - 300)
+    return [*small, plain(MAX_IDS, size=room - (len(filler.to_wire()) - filler.size))]
+
+
+def test_the_largest_deposit_fits_a_frame_both_ways() -> None:
+    client, server = MailboxClient(), MailboxServer()
+    full = full_deposit()
+    assert sum(len(envelope.to_wire()) for envelope in full) == MAX_FETCHED_BYTES
+    frame = client.deposit(full)
+    assert len(frame) <= MAX_FRAME
+    [request] = events_after(server, frame, chunk=65_536)
+    assert request == Deposit(envelopes=tuple(full))
+    refusals = {envelope.id: ("over_quota", "full") for envelope in full[::2]}
+    [stored] = events_after(client, server.stored(refusals))
+    assert isinstance(stored, Stored)
+    assert len(stored.ids) + len(stored.refused) == MAX_IDS
+    assert stored.ids == tuple(envelope.id for envelope in full[1::2])
 
 
 def test_refuse_message_is_cut_and_its_code_checked() -> None:
@@ -378,8 +443,27 @@ def test_refuse_message_is_cut_and_its_code_checked() -> None:
 # --- answers that do not fit their request -------------------------------------------------------
 
 # (the request, a frame answering it that does not fit, what the client says)
+UNACCOUNTED = "a Stored that does not account for each envelope deposited"
 MISMATCHES: list[tuple[Callable[[MailboxClient], bytes], Message, str]] = [
-    (lambda c: c.deposit(E1), Stored(id=E2.id), "not the envelope deposited"),
+    (lambda c: c.deposit([E1]), Stored(ids=(E2.id,), refused=()), UNACCOUNTED),
+    (lambda c: c.deposit([E1]), Stored(ids=(), refused=()), UNACCOUNTED),
+    (lambda c: c.deposit([E1, E2]), Stored(ids=(E1.id,), refused=()), UNACCOUNTED),
+    (
+        lambda c: c.deposit([E1, E2]),
+        Stored(ids=(), refused=((E2.id, "duplicate", ""),)),
+        UNACCOUNTED,
+    ),
+    (lambda c: c.deposit([E1, E2]), Stored(ids=(E1.id, E2.id, E3.id), refused=()), UNACCOUNTED),
+    (
+        lambda c: c.deposit([E1, E2]),
+        Stored(ids=(E1.id,), refused=((E2.id, "duplicate", ""), (E3.id, "duplicate", ""))),
+        UNACCOUNTED,
+    ),
+    (
+        lambda c: c.deposit([E1, E2]),
+        Stored(ids=(E1.id,), refused=((E3.id, "duplicate", ""),)),
+        UNACCOUNTED,
+    ),
     (
         lambda c: c.list_envelopes(RECIPIENT, None, 1),
         Listed(ids=(E1.id, E2.id), next_cursor=None),
@@ -444,15 +528,15 @@ def test_the_relay_fails_a_stream_after_garbage() -> None:
     ]
     assert client.state is State.FAILED
     with pytest.raises(LocalProtocolError, match="may not send"):
-        client.deposit(E1)
+        client.deposit([E1])
 
 
 def test_after_the_relay_misbehaved_the_client_sends_nothing() -> None:
     client = MailboxClient()
-    client.receive_data(framed(Stored(id=E1.id)))  # an answer to nothing
+    client.receive_data(framed(Stored(ids=(E1.id,), refused=())))  # an answer to nothing
     with pytest.raises(UnexpectedMessage, match=r"sent vivim\.mailbox\.stored\.v1 in idle"):
         client.next_event()
-    for call in (lambda: client.deposit(E1), client.finish):
+    for call in (lambda: client.deposit([E1]), client.finish):
         with pytest.raises(LocalProtocolError, match="the server misbehaved"):
             call()
     assert client.state is State.IDLE
@@ -461,7 +545,7 @@ def test_after_the_relay_misbehaved_the_client_sends_nothing() -> None:
 def test_a_relay_failing_while_a_request_is_outstanding() -> None:
     # The client reads the error as its request's refusal, then meets the end of the stream.
     client, server = MailboxClient(), MailboxServer()
-    events_after(server, client.deposit(E1))
+    events_after(server, client.deposit([E1]))
     failure = server.fail("internal_error", "shutting down")
     assert server.state is State.FAILED
     assert events_after(client, failure) == [
@@ -486,7 +570,7 @@ def test_the_relay_may_close_an_idle_stream() -> None:
     server.finish()
     assert events_after(client, b"") == [StreamEnded()]
     assert client.state is server.state is State.CLOSED
-    server.receive_data(framed(Deposit(envelope=E1)))  # a request sent as the relay closed
+    server.receive_data(framed(Deposit(envelopes=(E1,))))  # a request sent as the relay closed
     with pytest.raises(UnexpectedMessage, match="after the stream ended"):
         server.next_event()
 
@@ -506,8 +590,10 @@ def test_sending_out_of_turn_is_a_local_error_and_changes_nothing() -> None:
     client, server = MailboxClient(), MailboxServer()
     with pytest.raises(LocalProtocolError, match=r"server may not send vivim\.mailbox\.acked"):
         server.acked(0)
-    with pytest.raises(LocalProtocolError, match="may not send"):
+    with pytest.raises(LocalProtocolError, match=r"server may not send vivim\.mailbox\.stored"):
         server.stored()
+    with pytest.raises(LocalProtocolError, match=r"server may not send vivim\.mailbox\.stored"):
+        server.stored({E1.id: ("duplicate", "")})
     with pytest.raises(LocalProtocolError, match=r"server may not send vivim\.mailbox\.introduced"):
         server.introduced(RECIPIENT)
     client.fetch([E1.id])
@@ -531,7 +617,13 @@ def test_sending_out_of_turn_is_a_local_error_and_changes_nothing() -> None:
         lambda c: c.ack(["not an id"]),
         lambda c: c.unregister("did:web:example.com"),
         lambda c: c.register(REGISTRATION.to_wire()),
-        lambda c: c.deposit(E1.to_wire()),
+        lambda c: c.deposit([E1.to_wire()]),
+        lambda c: c.deposit([]),
+        lambda c: c.deposit([E1, E2, E1]),
+        lambda c: c.deposit([plain(seed, size=50) for seed in range(MAX_IDS + 1)]),
+        lambda c: c.deposit(
+            [plain(seed, size=MAX_ENVELOPE_BYTES // 2 + 20_000) for seed in (1, 2)]
+        ),
         lambda c: c.introduce(b"", [], []),
         lambda c: c.introduce(A1_CERTIFICATE.hex(), [], []),
         lambda c: c.introduce(A1_CERTIFICATE, [b""], []),
@@ -558,6 +650,9 @@ def test_impossible_requests_are_a_local_error(call: Callable[[MailboxClient], o
         (lambda c: c.introduce(A1_CERTIFICATE, [], []), lambda s: s.introduced(A1)),
         (lambda c: c.introduce(A1_CERTIFICATE, [], []), lambda s: s.introduced("did:web:x.org")),
         (lambda c: c.introduce(A1_CERTIFICATE, [], []), lambda s: s.introduced(None)),
+        (lambda c: c.deposit([E1]), lambda s: s.stored({E1.id: ("Not A Code", "")})),
+        (lambda c: c.deposit([E1]), lambda s: s.stored({E1.id: ("over_quota",)})),
+        (lambda c: c.deposit([E1]), lambda s: s.stored({E1.id: ("over_quota", None)})),
     ],
 )
 def test_impossible_answers_are_a_local_error(
@@ -577,7 +672,7 @@ REQUESTS: dict[State, Message] = {
     State.AWAIT_INTRODUCED: INTRODUCE_A1,
     State.AWAIT_REGISTERED: Register(registration=REGISTRATION),
     State.AWAIT_UNREGISTERED: Unregister(recipient_did=RECIPIENT),
-    State.AWAIT_STORED: Deposit(envelope=E1),
+    State.AWAIT_STORED: Deposit(envelopes=(E1, E2)),
     State.AWAIT_LISTED: List(recipient_did=RECIPIENT, after=None, limit=10),
     State.AWAIT_FETCHED: Fetch(ids=(E1.id, E2.id)),
     State.AWAIT_ACKED: Ack(ids=(E1.id,)),
@@ -588,7 +683,7 @@ MESSAGES: dict[str, Message] = {
     "Introduced": Introduced(did=RECIPIENT),
     "Registered": Registered(),
     "Unregistered": Unregistered(),
-    "Stored": Stored(id=E1.id),
+    "Stored": Stored(ids=(E1.id,), refused=((E2.id, "duplicate", ""),)),
     "Listed": Listed(ids=(E1.id, E2.id), next_cursor="2"),
     "Fetched": Fetched(envelopes=(E1,)),
     "Acked": Acked(count=1),
@@ -596,8 +691,11 @@ MESSAGES: dict[str, Message] = {
 }
 FRAMES = {name: framed(message) for name, message in MESSAGES.items()}
 EOF = b""
-BAD_DEPOSIT = canonical_decode(Deposit(envelope=E1).to_wire())
+BAD_DEPOSIT = canonical_decode(Deposit(envelopes=(E1, E2)).to_wire())
 assert isinstance(BAD_DEPOSIT, dict)
+E2_FIELDS = canonical_decode(E2.to_wire())
+assert isinstance(E2_FIELDS, dict)
+E2_NOT_MATCHING = canonical_encode({**E2_FIELDS, "expires_at_ms": 1})  # its id is E2's still
 # (bytes fed, then EOF or not) that are no message at all.
 OTHER_INPUTS: dict[str, tuple[bytes, bool]] = {
     "garbage_frame": (encode_frame(b"\xffgarbage", MAX_FRAME), False),
@@ -608,7 +706,8 @@ OTHER_INPUTS: dict[str, tuple[bytes, bool]] = {
     "a_notice": (framed(Notice(recipient_did=RECIPIENT, count=1)), False),
     "envelope_not_matching_its_id": (
         encode_frame(
-            canonical_encode({**BAD_DEPOSIT, "envelope": E2.to_wire()[:-1] + b"!"}), MAX_FRAME
+            canonical_encode({**BAD_DEPOSIT, "envelopes": [E1.to_wire(), E2_NOT_MATCHING]}),
+            MAX_FRAME,
         ),
         False,
     ),
@@ -626,8 +725,8 @@ def send_request(client: MailboxClient, request: Message) -> bytes:
             return client.register(registration)
         case Unregister(recipient_did=recipient_did):
             return client.unregister(recipient_did)
-        case Deposit(envelope=envelope):
-            return client.deposit(envelope)
+        case Deposit(envelopes=envelopes):
+            return client.deposit(envelopes)
         case List(recipient_did=recipient_did, after=after, limit=limit):
             return client.list_envelopes(recipient_did, after, limit)
         case Fetch(ids=ids):
