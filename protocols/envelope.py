@@ -40,6 +40,7 @@ Why this shape:
 registration with a relay and the relay list, are in `protocols.mailbox_records` and re-exported.
 """
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, replace
@@ -344,7 +345,7 @@ def open_envelope(
     if envelope.recipient_did != recipient_did:
         raise EnvelopeUnreadable("the envelope is addressed to another DID")
     ephemeral_public_key = envelope.ciphertext[:X25519_KEY_LENGTH]
-    recipient_public_key = nacl.bindings.crypto_scalarmult_base(recipient_x25519_private_key)
+    recipient_public_key = _x25519_public_key(recipient_x25519_private_key)
     try:
         shared = nacl.bindings.crypto_scalarmult(recipient_x25519_private_key, ephemeral_public_key)
         key = _derive_key(
@@ -390,6 +391,12 @@ def _seal_header(recipient_did: str, expires_at_ms: int) -> bytes:
     return canonical_encode(
         {"type": SEAL_TYPE, "recipient_did": recipient_did, "expires_at_ms": expires_at_ms}
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _x25519_public_key(private_key: bytes) -> bytes:
+    """Our public key, derived once: a recipient opens many envelopes with one private key."""
+    return nacl.bindings.crypto_scalarmult_base(private_key)
 
 
 def _derive_key(

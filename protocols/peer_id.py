@@ -12,6 +12,8 @@ a peer check a device's signature knowing only its id. Only that legacy base58bt
 the CIDv1 form (`bafz...`) and SHA-256 peer ids (`Qm...`, keys of other types) are refused.
 """
 
+import functools
+
 from protocols.base58 import b58decode, b58encode
 from protocols.errors import InvalidPeerId, LocalProtocolError, MalformedInput
 
@@ -37,6 +39,10 @@ def peer_id_from_ed25519_public_key(public_key: bytes) -> str:
     return b58encode(MULTIHASH_PREFIX + public_key)
 
 
+# Cached: every op, letter and record names a device by its peer id, a handful of devices sign
+# nearly everything, and base58 decoding in Python costs more than the signature check it
+# feeds (~20 us). Errors are not cached (lru_cache keeps results only).
+@functools.lru_cache(maxsize=4096)
 def ed25519_public_key_from_peer_id(peer_id: str) -> bytes:
     """The 32-byte Ed25519 public key inside a libp2p peer id; raises `InvalidPeerId`."""
     if len(peer_id) > MAX_PEER_ID_LENGTH:
