@@ -57,6 +57,7 @@ from protocols.mailbox_messages import (
     MAX_ERROR_MESSAGE,
     MAX_FETCHED_BYTES,
     MAX_IDS,
+    MAX_REFUSAL_MESSAGE,
     Ack,
     Acked,
     Deposit,
@@ -90,6 +91,7 @@ __all__ = [
     "MAX_FETCHED_BYTES",
     "MAX_FRAME",
     "MAX_IDS",
+    "MAX_REFUSAL_MESSAGE",
     "NEED_DATA",
     "TERMINAL_STATES",
     "TRANSITIONS",
@@ -403,15 +405,26 @@ class MailboxServer(_Session):
 
     def stored(self, refused: Mapping[str, tuple[str, str]] | None = None) -> bytes:
         """The frame answering a Deposit: each envelope is stored (durably) but those in
-        `refused` (id -> (code, message))."""
+        `refused` (id -> (code, message); messages cut to MAX_REFUSAL_MESSAGE characters)."""
         request = self._request
         if not isinstance(request, Deposit):
             raise LocalProtocolError(f"the server may not send {Stored.TYPE} in {self._state}")
-        refused = refused or {}
+        outcomes = dict(refused or {})
+        if not outcomes.keys() <= {e.id for e in request.envelopes}:
+            raise LocalProtocolError("cannot answer with this: a refused envelope not deposited")
+        if not all(
+            isinstance(o, tuple) and len(o) == 2 and isinstance(o[1], str)
+            for o in outcomes.values()
+        ):
+            raise LocalProtocolError("cannot answer with this: a refusal is a (code, message) pair")
         return self._answer(
             lambda: Stored(
-                ids=tuple(e.id for e in request.envelopes if e.id not in refused),
-                refused=tuple((e.id, *refused[e.id]) for e in request.envelopes if e.id in refused),
+                ids=tuple(e.id for e in request.envelopes if e.id not in outcomes),
+                refused=tuple(
+                    (e.id, outcomes[e.id][0], outcomes[e.id][1][:MAX_REFUSAL_MESSAGE])
+                    for e in request.envelopes
+                    if e.id in outcomes
+                ),
             )
         )
 

@@ -48,6 +48,7 @@ __all__ = [
     "MAX_ERROR_MESSAGE",
     "MAX_FETCHED_BYTES",
     "MAX_IDS",
+    "MAX_REFUSAL_MESSAGE",
     "REGISTER",
     "REGISTERED",
     "STORED",
@@ -102,6 +103,9 @@ MAX_FETCHED_BYTES = MAX_ENVELOPE_BYTES + 32 * 1024
 MAX_CURSOR_LENGTH = 128
 MAX_ERROR_CODE = 64
 MAX_ERROR_MESSAGE = 1000
+# A refusal's message inside a Stored is shorter: MAX_IDS of them, at up to 4 bytes a
+# character, must leave the Stored inside the frame bound (a test builds the largest).
+MAX_REFUSAL_MESSAGE = 200
 _ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 # Printable ASCII without spaces: a relay's cursor is a short token, never text for a person.
 _CURSOR = re.compile(r"[\x21-\x7e]+")
@@ -184,14 +188,7 @@ class _Wire:
         for item in fields(self):  # type: ignore[arg-type]
             value = getattr(self, item.name)
             if isinstance(value, tuple):
-                value = [
-                    v.to_wire()
-                    if isinstance(v, Envelope)
-                    else list(v)
-                    if isinstance(v, tuple)
-                    else v
-                    for v in value
-                ]
+                value = [_wire_item(v) for v in value]
             elif isinstance(value, Envelope | RelayRegistration):
                 value = value.to_wire()
             wire[item.name] = value
@@ -364,7 +361,7 @@ class Stored(_Wire):
             check_content_id(entry[0])
             if _ERROR_CODE.fullmatch(_check_str("code", entry[1], MAX_ERROR_CODE)) is None:
                 raise MalformedInput(f"refusal code {entry[1]!r:.70} is not like 'over_quota'")
-            _check_str("message", entry[2], MAX_ERROR_MESSAGE)
+            _check_str("message", entry[2], MAX_REFUSAL_MESSAGE)
         every = [*self.ids, *(entry[0] for entry in self.refused)]
         if len(every) > MAX_IDS or len(set(every)) != len(every):
             raise MalformedInput(f"at most {MAX_IDS} envelopes, each named once")

@@ -28,6 +28,7 @@ from protocols.mailbox import (
     MAX_FETCHED_BYTES,
     MAX_FRAME,
     MAX_IDS,
+    MAX_REFUSAL_MESSAGE,
     NEED_DATA,
     TERMINAL_STATES,
     TRANSITIONS,
@@ -406,6 +407,23 @@ def test_stored_answers_each_envelope_deposited_in_the_order_deposited() -> None
     events_after(server, client.deposit([E1]))
     assert events_after(client, server.stored({})) == [Stored(ids=(E1.id,), refused=())]
     assert client.state is server.state is State.IDLE
+
+
+def test_stored_cuts_long_messages_and_refuses_what_cannot_be_an_answer() -> None:
+    client, server = MailboxClient(), MailboxServer()
+    events_after(server, client.deposit([E1, E2]))
+    # Not deposited, or not a (code, message) pair: the relay's own mistake, nothing is sent.
+    with pytest.raises(LocalProtocolError, match="not deposited"):
+        server.stored({E3.id: ("duplicate", "")})
+    with pytest.raises(LocalProtocolError, match="pair"):
+        server.stored({E1.id: "xy"})  # type: ignore[dict-item]
+    assert server.state is State.AWAIT_STORED
+    # A long message is cut to MAX_REFUSAL_MESSAGE characters, not refused.
+    frame = server.stored({E1.id: ("over_quota", "y" * (MAX_REFUSAL_MESSAGE * 3))})
+    [answer] = events_after(client, frame)
+    assert isinstance(answer, Stored)
+    assert answer.refused == ((E1.id, "over_quota", "y" * MAX_REFUSAL_MESSAGE),)
+    assert answer.ids == (E2.id,)
 
 
 def full_deposit() -> list[Envelope]:

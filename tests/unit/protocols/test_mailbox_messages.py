@@ -27,6 +27,7 @@ from protocols.mailbox import (
     MAX_FETCHED_BYTES,
     MAX_FRAME,
     MAX_IDS,
+    MAX_REFUSAL_MESSAGE,
     Ack,
     Acked,
     Deposit,
@@ -394,9 +395,9 @@ WRONG_FIELDS: list[tuple[Message, dict[str, Any], type[MalformedInput], str]] = 
     (STORED, {"refused": [[E2.id, 5, ""]]}, MalformedInput, "code is a int, expected str"),
     (
         STORED,
-        {"refused": [[E2.id, "duplicate", "x" * 1001]]},
+        {"refused": [[E2.id, "duplicate", "x" * (MAX_REFUSAL_MESSAGE + 1)]]},
         MalformedInput,
-        "message is 1001 characters, more than 1000",
+        f"message is {MAX_REFUSAL_MESSAGE + 1} characters, more than {MAX_REFUSAL_MESSAGE}",
     ),
     (STORED, {"refused": [[E2.id, "duplicate", b"x"]]}, MalformedInput, "message is a bytes"),
     (STORED, {"refused": [[E2.id, "duplicate"]]}, MalformedInput, r"is \[id, code, message\]"),
@@ -573,15 +574,10 @@ def test_a_stored_names_at_most_max_ids_envelopes_each_once() -> None:
         Stored(ids=(), refused=[(E1.id, *refusal)])  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=LocalProtocolError,  # encode_frame: over the limit of MAX_FRAME
-    reason="protocol bug: Stored's own bounds (MAX_IDS refusals, messages of MAX_ERROR_MESSAGE "
-    "characters) allow a Stored of up to ~4.1 MB, over MAX_FRAME",
-)
 def test_the_largest_stored_fits_a_frame() -> None:
     largest = Stored(
-        ids=(), refused=tuple((i, "x" * 64, "\U0001f600" * 1000) for i in ids(MAX_IDS))
+        ids=(),
+        refused=tuple((i, "x" * 64, "\U0001f600" * MAX_REFUSAL_MESSAGE) for i in ids(MAX_IDS)),
     )
     encode_frame(largest.to_wire(), MAX_FRAME)
 
