@@ -26,8 +26,9 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import nacl.public
@@ -77,7 +78,9 @@ MAIL_COALESCE_S = 0.2  # local writes within this are mailed together
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 300.0
 OUTBOX_BATCH = 200  # outbox rows taken per round
-LIST_LIMIT = 1000  # ids per List (the protocol's most): a page is one apply transaction
+LIST_LIMIT = 1000  # ids per List (the protocol's most)
+# Fetched chunks (~1 MiB each at most) between fetched and applied, per drain.
+PIPELINE_CHUNKS = 3
 NOTICE_TIMEOUT_S = 5.0
 DEFAULT_QUOTA_BYTES = 256 * 1024 * 1024
 DEFAULT_REGISTRATION_DAYS = 365
@@ -468,86 +471,101 @@ class MailboxService:
             )
 
     async def _drain_pages(self, link: RelayLink, relay: str) -> int:
-        """List, fetch and open page after page, one page ahead: while the writer applies page
-        n, page n + 1 is fetched and opened. A page is acked only once its apply committed."""
-        taken = 0
-        after: str | None = None
-        applying: _Applying | None = None
+        """Take everything the relay holds for us, three stages at once so that the network,
+        the checking process and the writer all work: this task lists and fetches, handing
+        each fetched chunk (at most one Fetched, ~1 MiB) to the checking process to open and
+        check; `_apply_chunks` applies the checked chunks in order, each in one transaction,
+        and acks it once committed. At most PIPELINE_CHUNKS chunks wait between the two, which
+        bounds the memory a drain holds whatever the relay holds."""
+        send, receive = trio.open_memory_channel[_Chunk](PIPELINE_CHUNKS)
+        link_lock = trio.Lock()  # one request at a time on the link: the protocol's turns
+        taken = _Count()
         async with trio.open_nursery() as nursery:
-            while True:
-                listed = await link.list_ids(self._did, after, LIST_LIMIT)
-                entries = await self._fetch_page(link, relay, listed.ids) if listed.ids else []
-                if applying is not None:
-                    await applying.done.wait()
-                    await link.ack(applying.ids)
-                    applying = None
-                if not listed.ids:
-                    break
-                applying = _Applying(ids=listed.ids)
-                nursery.start_soon(self._apply_page, relay, entries, applying)
-                taken += len(entries)
-                after = listed.next_cursor
-                if after is None:
-                    await applying.done.wait()
-                    await link.ack(applying.ids)
-                    break
-        return taken
+            nursery.start_soon(self._apply_chunks, link, link_lock, relay, receive, taken)
+            async with send:
+                after: str | None = None
+                while True:
+                    async with link_lock:
+                        listed = await link.list_ids(self._did, after, LIST_LIMIT)
+                    if not listed.ids:
+                        break
+                    await self._fetch_chunks(link, link_lock, relay, listed.ids, send)
+                    after = listed.next_cursor
+                    if after is None:
+                        break
+        return taken.value
 
-    async def _apply_page(
-        self, relay: str, letters: list[mailbox_store.OpenedLetter], applying: _Applying
+    async def _fetch_chunks(
+        self,
+        link: RelayLink,
+        link_lock: trio.Lock,
+        relay: str,
+        ids: Sequence[str],
+        send: trio.MemorySendChannel[_Chunk],
     ) -> None:
-        if letters:
-            result = await self._db.write(_apply_letters, letters, now_ms(), self._local)
-            for refusal in result.refused[:10]:  # the first few: the log says enough
-                log.warning(
-                    "mailbox.op_refused",
-                    relay=relay,
-                    op_id=refusal.op_id,
-                    device=refusal.device,
-                    seq=refusal.seq,
-                    error=refusal.error.code,
-                    message=str(refusal.error),
-                )
-            dropped = [letter for letter in letters if letter.outcome != "applied"]
-            for letter in dropped[:10]:
-                log.warning(
-                    "mailbox.letter_dropped",
-                    relay=relay,
-                    envelope_id=letter.envelope_id,
-                    sender=letter.sender_did,
-                    outcome=letter.outcome,
-                )
-        applying.done.set()
-
-    async def _fetch_page(
-        self, link: RelayLink, relay: str, ids: Sequence[str]
-    ) -> list[mailbox_store.OpenedLetter]:
-        """Fetch the envelopes among `ids` not received before, and have the checking process
-        open and check them (the letters' and the ops' signatures: pure CPU, on the other
-        core while the writer applies the page before)."""
+        """Fetch the envelopes among `ids` not received before, chunk by chunk, each handed
+        to the checking process at once (its work overlaps the next fetch)."""
         seen = await self._db.read(mailbox_store.received_ids, list(ids))
+        if seen:
+            await send.send(_Chunk(ack=tuple(seen), opening=None))  # only to ack
         remaining = [i for i in ids if i not in seen]
-        envelopes: list[Envelope] = []
         while remaining:
-            fetched = await link.fetch(remaining)
+            async with link_lock:
+                fetched = await link.fetch(remaining)
             if not fetched:
-                break
+                await send.send(_Chunk(ack=tuple(remaining), opening=None))  # gone: ack anyway
+                return
             position = {envelope_id: n for n, envelope_id in enumerate(remaining)}
-            remaining = remaining[position[fetched[-1].id] + 1 :]
-            envelopes += fetched
-        if not envelopes:
-            return []
-        try:
-            return await self._checker.call(
-                mailbox_store.open_letters,
-                envelopes,
-                relay,
-                self._did,
-                self._private_key,
-                now_ms(),
+            asked, remaining = (
+                remaining[: position[fetched[-1].id] + 1],
+                remaining[position[fetched[-1].id] + 1 :],
             )
-        except CheckerDied as err:
-            raise RelayUnreachable(f"could not open the mail: {err}") from err
+            opening = self._checker.submit_call(
+                mailbox_store.open_letters, fetched, relay, self._did, self._private_key, now_ms()
+            )
+            await send.send(_Chunk(ack=tuple(asked), opening=opening))
+
+    async def _apply_chunks(
+        self,
+        link: RelayLink,
+        link_lock: trio.Lock,
+        relay: str,
+        receive: trio.MemoryReceiveChannel[_Chunk],
+        taken: _Count,
+    ) -> None:
+        async with receive:
+            async for chunk in receive:
+                if chunk.opening is not None:
+                    try:
+                        letters = await self._checker.result(chunk.opening)
+                    except CheckerDied as err:
+                        raise RelayUnreachable(f"could not open the mail: {err}") from err
+                    await self._apply_letters(relay, letters)
+                    taken.value += len(letters)
+                async with link_lock:
+                    await link.ack(chunk.ack)
+
+    async def _apply_letters(self, relay: str, letters: list[mailbox_store.OpenedLetter]) -> None:
+        result = await self._db.write(_apply_letters, letters, now_ms(), self._local)
+        for refusal in result.refused[:10]:  # the first few: the log says enough
+            log.warning(
+                "mailbox.op_refused",
+                relay=relay,
+                op_id=refusal.op_id,
+                device=refusal.device,
+                seq=refusal.seq,
+                error=refusal.error.code,
+                message=str(refusal.error),
+            )
+        dropped = [letter for letter in letters if letter.outcome != "applied"]
+        for letter in dropped[:10]:
+            log.warning(
+                "mailbox.letter_dropped",
+                relay=relay,
+                envelope_id=letter.envelope_id,
+                sender=letter.sender_did,
+                outcome=letter.outcome,
+            )
 
     # --- links ---------------------------------------------------------------------------------
 
@@ -562,11 +580,17 @@ class MailboxService:
 
 
 @dataclass
-class _Applying:
-    """A page being applied: its ids, acked once `done`."""
+class _Chunk:
+    """Envelopes fetched and being opened by the checking process (`opening`), and the ids to
+    ack once they are applied (those, and any the relay no longer held)."""
 
-    ids: tuple[str, ...]
-    done: trio.Event = field(default_factory=trio.Event)
+    ack: tuple[str, ...]
+    opening: Future[list[mailbox_store.OpenedLetter]] | None
+
+
+@dataclass
+class _Count:
+    value: int = 0
 
 
 def _parse_relay_addr(relay_addr: str) -> tuple[str, list[str]]:

@@ -39,9 +39,10 @@ class OpChecker:
     def submit(self, wires: tuple[bytes, ...]) -> Future[sync_state.CheckedBatch]:
         return self._pool_of().submit(sync_state.check_wires, wires)
 
-    async def call(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
-        """`fn(*args)` in the checking process (a pure, picklable function and arguments)."""
-        return await self.result(self._pool_of().submit(fn, *args))
+    def submit_call(self, fn: Callable[[*Ts], T], *args: *Ts) -> Future[T]:
+        """Start `fn(*args)` in the checking process (a pure, picklable function and arguments);
+        `result` waits for it."""
+        return self._pool_of().submit(fn, *args)
 
     def _pool_of(self) -> ProcessPoolExecutor:
         if self._pool is None:
