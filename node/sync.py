@@ -6,7 +6,7 @@ when to sync.
   batch together with its cursor advance in one transaction (apply_batch) and pulls again until
   the server says done. A crash between batches loses nothing and applies nothing twice: the
   cursor is the heads the last committed batch left. The client pulls ahead of what it has
-  applied (`_fetch`), and applies the batches that wait in one transaction (`_apply`).
+  applied (`_fetch`), and applies several batches in one transaction (`_apply`).
 - **Who**: only trusted devices of our DID, both ways (store.sync_state.may_sync, checked on
   every pull, so a revocation takes effect within a batch); anyone else gets `unauthorized`.
 - **When** (`SyncService`): on connect, every `sync_interval_s` (anti-entropy), and when a device
@@ -22,6 +22,7 @@ when to sync.
 from __future__ import annotations
 
 import gc
+import queue
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -63,23 +64,26 @@ from store import sync_state
 
 log = structlog.get_logger()
 
-# Per pull (and per transaction, when the writer keeps up): each commit rewrites the pages of
-# the indexes keyed by random content ids that the batch touched, so larger batches cost less
-# per op. Measured with scripts/bench_sync.py (100k ops), one batch a transaction: 1000 ops /
-# 2 MiB 3.9k ops/s; 2000 / 2 MiB 4.7k ops/s at 216/207 MB peak RSS; 4000 / 4 MiB (the
-# protocol's bound) 5.3k ops/s but 232/237 MB, too close to the 250 MB budget. Up to
-# AHEAD_BATCHES + GROUP_BATCHES + 1 batches are in memory.
+# Per pull: larger batches cost less per op on both sides, but every batch pulled and not yet
+# applied is in memory. Measured with scripts/bench_sync.py (100k ops), one batch a
+# transaction: 1000 ops / 2 MiB 3.9k ops/s; 2000 / 2 MiB 4.7k ops/s at 216/207 MB peak RSS;
+# 4000 / 4 MiB (the protocol's bound) 5.3k ops/s but 232/237 MB, too close to the 250 MB budget.
 PULL_MAX_OPS = 2000
 PULL_MAX_BYTES = 2 * 1024 * 1024
-# Batches pulled and handed to the checking process that may wait for the writer, and how many
-# of those the writer applies in one transaction: a commit writes out every page the batches
-# dirtied, most pages of each index keyed by random content ids (~40 us/op committing 2,000 ops
-# at a time, ~10 us/op at 8,000: store level), so a writer that falls behind commits once for
-# the batches waiting. Measured with scripts/bench_sync.py (100k ops, a loaded machine): ~5k ->
-# ~6.4k ops/s, B's CPU 17 -> 13 s, its peak RSS 206 -> 227 MB; 2 ahead gave groups of 2.8
-# batches (for 220 MB), 3 ahead 3.5, and a cap of 6 rather than 4 changed nothing.
+# Batches pulled and handed to the checking process that may wait for the writer. Measured with
+# bench_sync: 2 ahead kept B at 220 MB, 3 at ~227 MB with batches applied several at a time;
+# 6 ahead reached 236-248 MB.
 AHEAD_BATCHES = 3
-GROUP_BATCHES = 4
+# The writer applies up to this many batches in one transaction, taking each as soon as it is
+# checked and letting it go once applied (`_apply_fed`), so a transaction holds more batches
+# than memory does. A commit writes out every page the transaction dirtied, most pages of each
+# index keyed by random content ids: ~40 us/op committing 2,000 ops at a time, ~20 at 8,000,
+# ~13 at 16,000 (store level). bench_sync: groups of 3.5 batches 6.8k ops/s, of 7 7.1k ops/s,
+# and 6 MB less peak RSS (batches are let go as applied).
+GROUP_BATCHES = 8
+# How long the writer waits in its transaction for the next batch before it commits what it
+# holds: the writer thread runs every write of the node, which wait meanwhile.
+GROUP_WAIT_S = 0.2
 # Batches in a row that apply nothing before we give up on the peer: the batches asked for
 # before a refusal stopped a device may hold only that device's ops; more than those means the
 # peer keeps sending what we refuse.
@@ -233,7 +237,8 @@ class SyncService:
     async def _pull_batches(self, peer_id: str, stream: INetStream, client: SyncClient) -> int:
         """Pull and apply until the peer has nothing more. Two tasks: `_fetch` pulls, each pull
         on the cursor the batch before will leave, and hands each batch to the checking process;
-        `_apply` applies the checked batches in order. Network, checker and writer work at once."""
+        `_apply` has the writer apply the checked batches in order, several in a transaction.
+        Network, checker and writer work at once."""
         # Devices whose chain stopped at a refused op: asked for no more in this sync.
         stopped: dict[str, int] = {}
         cursor: dict[str, int] = {**await self._db.read(sync_state.heads)}
@@ -299,51 +304,72 @@ class SyncService:
         receive: trio.MemoryReceiveChannel[_Pulled],
         stopped: dict[str, int],
     ) -> int:
-        """Apply the batches `_fetch` pulled, in order, once checked: those waiting (up to
-        GROUP_BATCHES) in one transaction, each with its cursor advance. Return how many ops
-        were applied."""
+        """Apply the batches `_fetch` pulled, in order, as each is checked: up to
+        GROUP_BATCHES in one transaction (`_feed`), each with its cursor advance. Return how
+        many ops were applied."""
         applied = batches = idle = 0
-        group: list[_Pulled] = []
         async with receive:
             try:
                 while True:
                     try:
-                        group = [await receive.receive()]
+                        first = await receive.receive()
                     except trio.EndOfChannel:
                         return applied
-                    while len(group) < GROUP_BATCHES:
-                        try:
-                            group.append(receive.receive_nowait())
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                    verdicts = []
-                    for pulled in group:
-                        checked = await self._checker.result(pulled.future)
-                        if checked.last_seqs != pulled.positions:
-                            raise SyncFailed("the ops of a batch are not where their bytes say")
-                        verdicts.append(checked.verdicts)
-                    results = await self._db.write(
-                        _apply_group, peer_id, self._local, group, verdicts
-                    )
-                    for pulled, result in zip(group, results, strict=True):
+                    feed: queue.SimpleQueue[_Checked | None] = queue.SimpleQueue()
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._feed, first, receive, feed)
+                        results = await self._db.write(_apply_fed, peer_id, self._local, feed)
+                    for heads, result in results:
                         applied += result.applied
                         batches += 1
-                        newly_stopped = _stop_refused(result.refused, pulled.batch.heads, stopped)
+                        newly_stopped = _stop_refused(result.refused, heads, stopped)
                         idle = 0 if result.applied or newly_stopped else idle + 1
                         if idle > MAX_IDLE_BATCHES:
                             raise SyncFailed("the peer keeps sending batches of ops we refuse")
                         if batches % PROGRESS_EVERY == 0:
-                            heads = pulled.batch.heads
                             lag = sum(max(0, s - result.heads.get(d, 0)) for d, s in heads.items())
                             log.info("sync.progress", applied=applied, batches=batches, lag=lag)
             finally:
-                for pulled in group:
-                    pulled.future.cancel()
+                # The sync ends early: the checks of the batches still waiting are not needed.
                 while True:
                     try:
                         receive.receive_nowait().future.cancel()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
+
+    async def _feed(
+        self,
+        pulled: _Pulled,
+        receive: trio.MemoryReceiveChannel[_Pulled],
+        feed: queue.SimpleQueue[_Checked | None],
+    ) -> None:
+        """Hand the writer (`_apply_fed`) `pulled` and the batches that follow, each once
+        checked, up to GROUP_BATCHES or until none comes within GROUP_WAIT_S; then None, which
+        ends its transaction (on an error or a cancellation too: what it applied is whole)."""
+        try:
+            for count in range(GROUP_BATCHES):
+                if count:
+                    following = None
+                    with trio.move_on_after(GROUP_WAIT_S):
+                        try:
+                            following = await receive.receive()
+                        except trio.EndOfChannel:
+                            return
+                    if following is None:
+                        return
+                    pulled = following
+                try:
+                    checked = await self._checker.result(pulled.future)
+                    if checked.last_seqs != pulled.positions:
+                        raise SyncFailed("the ops of a batch are not where their bytes say")
+                except BaseException:
+                    pulled.future.cancel()
+                    raise
+                feed.put(_Checked(batch=pulled.batch, verdicts=checked.verdicts))
+                if pulled.batch.done:
+                    return
+        finally:
+            feed.put(None)
 
     # --- the server ------------------------------------------------------------------------
 
@@ -474,27 +500,44 @@ def _positions(ops: Sequence[bytes], asked: Mapping[str, int]) -> dict[str, int]
     return positions
 
 
-def _apply_group(
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Checked:
+    """A batch and the verdicts of the checking process on its ops, for the writer."""
+
+    batch: Batch
+    verdicts: list[sync_state.Verdict]
+
+
+def _apply_fed(
     db: SqliteDatabase,
     peer_id: str,
     local_device: str,
-    group: list[_Pulled],
-    verdicts: list[list[sync_state.Verdict]],
-) -> list[sync_state.BatchResult]:
-    """Apply checked batches in the one transaction Database.write runs this in (each batch's
-    ops together with the cursor advance they make, as a batch applied alone)."""
-    return [
-        sync_state.apply_checked_batch(
+    feed: queue.SimpleQueue[_Checked | None],
+) -> list[tuple[Mapping[str, int], sync_state.BatchResult]]:
+    """On the writer thread: apply the checked batches `_feed` hands over until it hands over
+    None, in the one transaction Database.write runs this in (each batch's ops together with the
+    cursor advance they make, as a batch applied alone); per batch, the peer's heads and what
+    was applied. A batch is let go once applied, so the transaction can hold more batches than
+    memory holds at once."""
+    results: list[tuple[Mapping[str, int], sync_state.BatchResult]] = []
+    while True:
+        try:
+            checked = feed.get(timeout=READ_TIMEOUT_S)
+        except queue.Empty:
+            raise SyncFailed("no batch came to apply (the sync task is gone)") from None
+        if checked is None:
+            return results
+        heads = checked.batch.heads
+        result = sync_state.apply_checked_batch(
             db,
-            wires=pulled.batch.ops,
-            verdicts=batch_verdicts,
+            wires=checked.batch.ops,
+            verdicts=checked.verdicts,
             peer_id=peer_id,
-            peer_heads=dict(pulled.batch.heads),
+            peer_heads=dict(heads),
             now_ms=now_ms(),
             local_device=local_device,
         )
-        for pulled, batch_verdicts in zip(group, verdicts, strict=True)
-    ]
+        results.append((heads, result))
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
