@@ -3,14 +3,20 @@ mailbox): the checks that need no vault.
 
 Decoding an op, checking its signature by its device's key and its payload rules
 (store.sync_state.check_wires) are about half of what applying a received op costs. They are
-pure CPU, so they run here, on the other core, one batch ahead of the writer that applies
-(node/sync.py): measured with scripts/bench_sync.py, 2.8k -> 4.7k ops/s. A thread would not do:
-the GIL keeps Python code to one core.
+pure CPU, so they run here, on the other core, ahead of the writer that applies (node/sync.py,
+node/mailbox.py): measured with scripts/bench_sync.py, 2.8k -> 4.7k ops/s. A thread would not
+do: the GIL keeps Python code to one core.
+
+The process watches its parent: if the node dies without closing it (SIGKILL, a crash), it
+exits within PARENT_CHECK_S instead of lingering with its memory.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -20,6 +26,8 @@ import trio
 
 from node.errors import NodeError
 from store import sync_state
+
+PARENT_CHECK_S = 1.0
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -47,7 +55,10 @@ class OpChecker:
     def _pool_of(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_watch_parent,
+                initargs=(os.getpid(),),
             )
         return self._pool
 
@@ -63,3 +74,15 @@ class OpChecker:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """In the checking process: exit once `parent_pid` is no longer our parent (it died and we
+    were re-parented), from a daemon thread that looks every PARENT_CHECK_S."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="vivim-parent-watch", daemon=True).start()
