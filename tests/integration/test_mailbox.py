@@ -444,3 +444,27 @@ async def test_mail_deposited_at_two_relays_is_applied_once_and_both_end_empty(
     assert status["received_by_outcome"] == {"applied": held[0]}
     await second.stop()
     await verify(second)
+
+
+async def test_a_relay_with_an_allow_list_holds_mail_only_for_those_it_lists(
+    start: StartNode, tmp_path: Path
+) -> None:
+    listed, other = await made_device(tmp_path, "listed"), await made_device(tmp_path, "other")
+    relay = await start_relay(start, free_port(), VIVIM_RELAY_ALLOW=listed.did)
+    now = int(time.time() * 1000)
+
+    def registration(device: Device) -> RelayRegistration:
+        return RelayRegistration.create(
+            signing_key=device.signing_key,
+            recipient_did=device.did,
+            relay=relay.peer_id,
+            quota_bytes=10_000,
+            expires_at_ms=now + 3_600_000,
+            issued_at_ms=now,
+        )
+
+    async with linked(other, relay) as link:
+        await refused("unauthorized", link.register(registration(other)))
+    async with linked(listed, relay) as link:
+        await link.register(registration(listed))
+    assert (await relay_status(relay))["recipients"] == 1
