@@ -25,7 +25,7 @@ from node.errors import NodeError, find_exception
 from node.host import build_host, check_listening
 from node.identity import LocalIdentity, load_local_identity
 from node.keys import encryption_key_file
-from node.mailbox import mailbox_routes
+from node.mailbox_api import mailbox_routes
 from node.pairing import pairing_route, serve_pairing
 from node.relay import RelayService, RelaySettings
 from node.runtime import (

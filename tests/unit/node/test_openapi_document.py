@@ -10,7 +10,8 @@ from starlette.routing import Route
 
 from node.api import OPENAPI_PATH, ApiBackend, build_app
 from node.database import Database
-from node.mailbox import MailboxService, mailbox_routes
+from node.mailbox import MailboxService
+from node.mailbox_api import mailbox_routes
 from node.pairing import PairingCodes, pairing_route
 from node.vault_api import build_vault_routes
 from store.vault_log import LocalSigner

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.mailbox import RETRY_MAX_S, RETRY_MIN_S, retry_delay_s
+from node.mailbox_outbox import RETRY_MAX_S, RETRY_MIN_S, retry_delay_s
 from node.relay import RateLimiter, Refusal, check_introduction
 from protocols.canonical import canonical_encode
 from protocols.did import did_from_ed25519_public_key
