@@ -96,6 +96,12 @@ def run(args: argparse.Namespace, data_dir: Path) -> int:
         return _change(args, data_dir)
     from node.vault_client import open_vault_client
 
+    if args.command == "relay":
+        from node.config import load_config
+
+        # Whether this node is a relay is its configuration (file and environment; `run
+        # --relay` is a flag of the running process, which the status cannot see).
+        args.relay_configured = load_config(data_dir).relay
     with open_vault_client(data_dir) as client:
         handler = HANDLERS[(args.command, args.action)]
         return handler(client, args)
@@ -173,6 +179,12 @@ def _mailbox_status(client: Any, args: argparse.Namespace) -> int:
 
 def _relay_status(client: Any, args: argparse.Namespace) -> int:
     def text(status: dict[str, Any]) -> None:
+        if not status["recipients"] and not args.relay_configured:
+            print(
+                "no recipient registered here; to be a relay, run the node with --relay "
+                "(or set relay = true in config.toml)"
+            )
+            return
         print(
             f"{status['recipients']} recipient(s) registered, {status['envelopes']} envelope(s) "
             f"held, {status['bytes']} bytes"
