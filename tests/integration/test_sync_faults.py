@@ -100,10 +100,12 @@ async def test_forged_ops_from_a_tampered_device_are_refused_and_honest_history_
         "broken_chain": "chain_break",
         "uncertified_device": "unknown_device",
     }
-    for number, (case, code) in enumerate(expected.items()):
+    forged: set[str] = set()
+    for case, code in expected.items():
         shutil.rmtree(second.data_dir)
         shutil.copytree(pristine, second.data_dir)
         op = forge(second.data_dir, case)
+        forged.add(op.id)
         tampered = await start("device-1")
         with trio.fail_after(CONVERGE_TIMEOUT_S):
             while not [r for r in logged(first, "sync.op_refused") if r["op_id"] == op.id]:
@@ -114,7 +116,9 @@ async def test_forged_ops_from_a_tampered_device_are_refused_and_honest_history_
         assert await state_hash(first) == agreed, case
         heads = (await first.api("/v1/sync/status"))["heads"]
         assert op.device not in heads or heads[op.device] < op.seq, case
-        assert len(logged(first, "sync.op_refused")) == number + 1
+        # Only forged ops were refused (each sync that met one refused it again: the device
+        # announces, and it is synced on connect, so a forged op may be logged more than once).
+        assert {r["op_id"] for r in logged(first, "sync.op_refused")} == forged, case
     await verify(first)
 
 
