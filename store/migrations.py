@@ -18,6 +18,7 @@ from typing import Final, cast
 
 from peewee import SqliteDatabase
 
+from store import migration_v8_peering, migration_v9_sharing, migration_v10_commons
 from store.errors import SchemaTooNew
 from store.sql import execute_sql, scalar
 
@@ -516,6 +517,9 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _v5_revoked_acus,
     _v6_relay,
     _v7_mailbox,
+    migration_v8_peering.migrate,
+    migration_v9_sharing.migrate,
+    migration_v10_commons.migrate,
 )
 
 # The schema version this build writes and understands.

@@ -1,0 +1,16 @@
+"""Migration 10: global publications (store.commons), append-only.
+
+Frozen SQL, like every step in store/migrations.py (which lists this one): never edit it once
+released; append a new migration instead.
+"""
+
+from peewee import SqliteDatabase
+
+from store.sql import execute_sql
+
+STATEMENTS: tuple[str, ...] = ()
+
+
+def migrate(db: SqliteDatabase) -> None:
+    for statement in STATEMENTS:
+        execute_sql(db, statement)
