@@ -6,14 +6,24 @@ received in one transaction before it is acked, and one received before is only 
 at-least-once delivery, exactly-once effect, across relays and crashes. Opening (the seal, the
 letter's and the ops' signatures) runs in a checking process of the inbox's own, started on the
 first mail, while the writer applies what was opened before (`_drain_pages`).
+
+**Letters of other types** (friend requests, shares): a service registers a handler for a
+payload type (`register_handler("peering.request", handler)`). A letter of that type, opened
+(the seal, and the letter's signature by its sender *device*), is handed to the handler as the
+`OpenedLetter` (payload, sender DID and device, envelope id, relay) before the letter is recorded
+as received; the handler returns the outcome to record ("applied", or why it was dropped). The
+letter's signature proves the device key only: the handler checks that the device speaks for the
+sender DID (the credentials its payload carries). A crash between the handler and the record
+hands the letter again on the next drain: handlers must be idempotent. A letter whose type has no
+handler is recorded as "unknown payload type" and acked, as before.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -38,6 +48,9 @@ LIST_LIMIT = 1000  # ids per List (the protocol's most)
 # Fetched chunks (~1 MiB each at most) between fetched and applied, per drain.
 PIPELINE_CHUNKS = 3
 NOTICE_TIMEOUT_S = 5.0
+
+# A handler of letters of one payload type (module docstring): the outcome to record.
+LetterHandler = Callable[[mailbox_store.OpenedLetter], Awaitable[str]]
 
 
 def now_ms() -> int:
@@ -66,6 +79,13 @@ class Inbox:
         self._drain_again: set[str] = set()
         self._nursery: trio.Nursery | None = None
         self._checker = OpChecker()
+        self._handlers: dict[str, LetterHandler] = {}
+
+    def register_handler(self, payload_type: str, handler: LetterHandler) -> None:
+        """Hand letters of `payload_type` (not "sync.ops") to `handler` (module docstring)."""
+        if payload_type == mailbox_store.SYNC_OPS or payload_type in self._handlers:
+            raise ValueError(f"letters of type {payload_type} have a handler already")
+        self._handlers[payload_type] = handler
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run drains until cancelled; drains of all our relays start at once."""
@@ -216,6 +236,7 @@ class Inbox:
                     await link.ack(chunk.ack)
 
     async def _apply_letters(self, relay: str, letters: list[mailbox_store.OpenedLetter]) -> None:
+        letters = [await self._hand_over(letter) for letter in letters]
         result = await self._db.write(_apply_letters, letters, now_ms(), self._local)
         for refusal in result.refused[:10]:  # the first few: the log says enough
             log.warning(
@@ -236,6 +257,13 @@ class Inbox:
                 sender=letter.sender_did,
                 outcome=letter.outcome,
             )
+
+    async def _hand_over(self, letter: mailbox_store.OpenedLetter) -> mailbox_store.OpenedLetter:
+        """`letter` with the outcome its type's handler gave, if it has one."""
+        handler = self._handlers.get(letter.payload_type)
+        if handler is None or letter.outcome != "unknown payload type":
+            return letter
+        return replace(letter, outcome=await handler(letter), payload=b"")
 
 
 @dataclass

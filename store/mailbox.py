@@ -294,6 +294,9 @@ class OpenedLetter:
     payload_type: str = ""
     op_wires: tuple[bytes, ...] = ()
     verdicts: tuple[Verdict, ...] = ()
+    # A letter of another type than sync.ops keeps its payload, for the handler the node
+    # registered for its type (node/mailbox_inbox.py, `Inbox.register_handler`).
+    payload: bytes = b""
 
 
 def open_letters(
@@ -326,7 +329,7 @@ def open_letters(
             payload_type=letter.payload_type,
         )
         if letter.payload_type != SYNC_OPS:
-            opened.append(replace(facts, outcome="unknown payload type"))
+            opened.append(replace(facts, outcome="unknown payload type", payload=letter.payload))
         elif letter.sender_did != did:
             opened.append(replace(facts, outcome="sync ops from another identity"))
         else:
