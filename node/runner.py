@@ -27,6 +27,7 @@ from node.identity import LocalIdentity, load_local_identity
 from node.keys import encryption_key_file
 from node.mailbox_api import mailbox_routes
 from node.pairing import pairing_route, serve_pairing
+from node.peering_api import peering_routes
 from node.relay import RelayService, RelaySettings
 from node.runtime import (
     TOKEN_FILE,
@@ -42,6 +43,7 @@ from protocols.gossip import GOSSIP_PROTOCOL_ID
 from protocols.mailbox import MAILBOX_PROTOCOL_ID
 from protocols.mailbox_notice import MAILBOX_NOTICE_PROTOCOL_ID
 from protocols.pairing import PROTOCOL_ID as PAIRING_PROTOCOL_ID
+from protocols.peering_session import PEERING_PROTOCOL_ID
 from protocols.sync import SYNC_PROTOCOL_ID
 from store.mailbox import relay_list
 from store.sync_state import device_addresses
@@ -110,6 +112,7 @@ async def _serve(
     host.set_stream_handler(TProtocol(SYNC_PROTOCOL_ID), state.sync.serve_sync)
     host.set_stream_handler(TProtocol(GOSSIP_PROTOCOL_ID), state.sync.serve_gossip)
     host.set_stream_handler(TProtocol(MAILBOX_NOTICE_PROTOCOL_ID), state.mailbox.serve_notice)
+    host.set_stream_handler(TProtocol(PEERING_PROTOCOL_ID), state.peering.serve)
     relay: RelayService | None = None
     if config.relay:
         relay = RelayService(
@@ -186,6 +189,7 @@ async def _start_api(nursery: trio.Nursery, state: NodeState, config: Config, to
                 state.db, state.identity.signer(), config.data_dir, state.local_changed
             ),
             *mailbox_routes(state.mailbox),
+            *peering_routes(state.peering),
             pairing_route(
                 state.pairing_codes, state.identity.did, state.identity.peer_id, state.addrs
             ),

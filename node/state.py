@@ -16,6 +16,7 @@ from node.identity import LocalIdentity
 from node.mailbox import MailboxService
 from node.metrics import NodeMetrics
 from node.pairing import PairingCodes
+from node.peering import ACCEPT_LETTER, REQUEST_LETTER, PeeringService
 from node.sync import SyncService
 from store import peers as peer_store
 
@@ -57,6 +58,9 @@ class NodeState:
             is_connected=self.watcher.is_connected,
             on_written=self.local_changed,
         )
+        self.peering = PeeringService(host, db, identity)
+        self.mailbox.inbox.register_handler(REQUEST_LETTER, self.peering.on_letter)
+        self.mailbox.inbox.register_handler(ACCEPT_LETTER, self.peering.on_letter)
         self.metrics = NodeMetrics(
             connected_peers=lambda: len(self.host.get_connected_peers()),
             uptime_s=self.uptime_s,
