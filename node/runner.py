@@ -19,6 +19,7 @@ from multiaddr import Multiaddr
 
 from node.api import ApiBackend, build_app, serve_api
 from node.bootstrap import keep_connected
+from node.commons_api import commons_routes
 from node.config import Config, ConfigError
 from node.database import Database
 from node.errors import NodeError, find_exception
@@ -39,6 +40,7 @@ from node.runtime import (
 )
 from node.state import NodeState
 from node.vault_api import build_vault_routes
+from protocols.global_sync import GLOBAL_SYNC_PROTOCOL_ID
 from protocols.gossip import GOSSIP_PROTOCOL_ID
 from protocols.mailbox import MAILBOX_PROTOCOL_ID
 from protocols.mailbox_notice import MAILBOX_NOTICE_PROTOCOL_ID
@@ -112,6 +114,7 @@ async def _serve(
     host.set_stream_handler(TProtocol(SYNC_PROTOCOL_ID), state.sync.serve_sync)
     host.set_stream_handler(TProtocol(GOSSIP_PROTOCOL_ID), state.sync.serve_gossip)
     host.set_stream_handler(TProtocol(MAILBOX_NOTICE_PROTOCOL_ID), state.mailbox.serve_notice)
+    host.set_stream_handler(TProtocol(GLOBAL_SYNC_PROTOCOL_ID), state.commons.serve_pull)
     host.set_stream_handler(TProtocol(PEERING_PROTOCOL_ID), state.peering.serve)
     relay: RelayService | None = None
     if config.relay:
@@ -154,6 +157,7 @@ async def _serve(
             async with trio.open_nursery() as nursery:
                 await nursery.start(state.sync.run)
                 await nursery.start(state.mailbox.run)
+                await nursery.start(state.commons.run)
                 if relay is not None:
                     await nursery.start(relay.run)
                 nursery.start_soon(state.watcher.run)
@@ -189,6 +193,7 @@ async def _start_api(nursery: trio.Nursery, state: NodeState, config: Config, to
                 state.db, state.identity.signer(), config.data_dir, state.local_changed
             ),
             *mailbox_routes(state.mailbox),
+            *commons_routes(state.commons, state.db),
             *peering_routes(state.peering),
             pairing_route(
                 state.pairing_codes, state.identity.did, state.identity.peer_id, state.addrs

@@ -10,6 +10,7 @@ from typing import Any
 import trio
 from libp2p.abc import IHost
 
+from node.commons import CommonsService
 from node.connections import ConnectionWatcher
 from node.database import Database
 from node.identity import LocalIdentity
@@ -61,6 +62,8 @@ class NodeState:
         self.peering = PeeringService(host, db, identity)
         self.mailbox.inbox.register_handler(REQUEST_LETTER, self.peering.on_letter)
         self.mailbox.inbox.register_handler(ACCEPT_LETTER, self.peering.on_letter)
+        # The global commons: GossipSub on vivim/global/1 and the /vivim/global/1.0.0 pull.
+        self.commons = CommonsService(host, db, identity, on_written=self.local_changed)
         self.metrics = NodeMetrics(
             connected_peers=lambda: len(self.host.get_connected_peers()),
             uptime_s=self.uptime_s,
@@ -95,6 +98,7 @@ class NodeState:
         if self.watcher.is_connected(peer_id):
             self.sync.request(peer_id)
             self.mailbox.peer_connected(peer_id)
+            self.commons.peer_connected(peer_id)
 
     async def record_peers(self) -> None:
         """Write queued sightings to the peer table, in order, until cancelled."""

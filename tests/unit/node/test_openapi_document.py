@@ -9,6 +9,8 @@ from typing import cast
 from starlette.routing import Route
 
 from node.api import OPENAPI_PATH, ApiBackend, build_app
+from node.commons import CommonsService
+from node.commons_api import commons_routes
 from node.database import Database
 from node.mailbox import MailboxService
 from node.mailbox_api import mailbox_routes
@@ -26,6 +28,7 @@ def test_document_paths_match_the_app_routes() -> None:
         *build_vault_routes(cast(Database, None), cast(LocalSigner, None), Path(".")),
         pairing_route(PairingCodes(), "did", "peer id", list),
         *mailbox_routes(cast(MailboxService, None)),
+        *commons_routes(cast(CommonsService, None), cast(Database, None)),
         *peering_routes(cast(PeeringService, None)),
     ]
     app = build_app(backend, "token", Path("api.token"), vault_routes)
