@@ -121,7 +121,7 @@ def _direct(data_dir: Path) -> Iterator[Any]:
                     held = commons.get_publication(db, published.publication.id)
                     assert held is not None
                     return held[0].to_json() | {
-                        "grants": [g.id for g in published.grants],
+                        "grants": list(published.grants),
                         "acus": len(published.grants),
                         "offline": True,
                     }

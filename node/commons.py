@@ -161,14 +161,12 @@ class CommonsService:
             subject_id,
         )
         publication = published.publication
-        # TODO(grants) store.commons._record_global_grants: the grants are not recorded in the
-        # sharing tables until store/sharing.py offers it; say what was signed.
         log.info(
             "commons.published",
             publication_id=publication.id,
             subject_id=subject_id,
             version=publication.version,
-            grants=[grant.id for grant in published.grants],
+            grants=list(published.grants),
             bytes=len(publication.to_wire()),
         )
         self._on_written()  # the ACUs' raised levels are ops for our other devices

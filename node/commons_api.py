@@ -49,7 +49,7 @@ def commons_routes(service: CommonsService, db: Database) -> list[Route]:
         assert held is not None
         return JSONResponse(
             publication_json(held[0])
-            | {"grants": [grant.id for grant in published.grants], "acus": len(published.grants)}
+            | {"grants": list(published.grants), "acus": len(published.grants)}
         )
 
     async def list_(request: Request) -> Response:

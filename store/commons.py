@@ -2,7 +2,8 @@
 
 - `publish` makes a `GlobalPublication` of an ACU or a conversation of the vault, in one
   transaction with what publishing means for the vault: every ACU it holds is raised to GLOBAL
-  (`store.vault.raise_sharing_level`, an op each) and gets an irrevocable global `SharingGrant`.
+  (an op each) and gets an irrevocable global `SharingGrant` (`store.sharing.share_acu`, once
+  per ACU: a new version reuses the grant).
   Publishing a subject again is the next version, naming the latest one this node holds.
 - `store_publications` is the apply path for publications from elsewhere (gossip or pull),
   which the caller has verified (`protocols.publication.verify_publication`): a new id is
@@ -24,13 +25,12 @@ from peewee import SqliteDatabase
 
 from protocols.canonical import canonical_encode, decode_stored
 from protocols.publication import GlobalPublication, SubjectKind
-from protocols.sharing import SharingGrant, TargetKind
-from protocols.vault_records import SharingLevel
+from protocols.sharing import TargetKind
 from store.database import write_transaction
 from store.devices import credentials_of
 from store.errors import StoreError
+from store.sharing import grants_of, share_acu
 from store.trust_state import load_trust
-from store.vault import raise_sharing_level
 from store.vault_log import LocalSigner
 from store.vault_sql import connection
 
@@ -94,7 +94,7 @@ class PublicationRow:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Published:
     publication: GlobalPublication
-    grants: tuple[SharingGrant, ...]  # one global grant per ACU the publication holds
+    grants: tuple[str, ...]  # the id of each ACU's global grant (store.sharing)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -144,28 +144,17 @@ def publish(
             chain=credentials.chain,
             rotations=credentials.rotations,
         )
-        grants = []
+        grants: list[str] = []
         for acu_id in acu_ids:
-            raise_sharing_level(db, signer, acu_id, SharingLevel.GLOBAL, now_ms)
-            grants.append(
-                SharingGrant.create(
-                    signing_key=signer.signing_key,
-                    grantor_did=signer.author,
-                    acu_id=acu_id,
-                    target_kind=TargetKind.GLOBAL,
-                    issued_at_ms=now_ms,
-                )
-            )
-        _record_global_grants(db, grants)
+            # store.sharing.share_acu raises the level to GLOBAL (an op) and records the signed,
+            # irrevocable grant; an ACU published before keeps its one global grant.
+            existing = [g.id for g in grants_of(conn, acu_id) if g.target_kind is TargetKind.GLOBAL]
+            if existing:
+                grants.append(existing[0])
+                continue
+            grants.append(share_acu(db, signer, acu_id, TargetKind.GLOBAL, None, now_ms).id)
         _insert(conn, publication, received_from=None, now_ms=now_ms)
     return Published(publication=publication, grants=tuple(grants))
-
-
-def _record_global_grants(db: SqliteDatabase, grants: Sequence[SharingGrant]) -> None:
-    """CALL SITE (store.sharing): the grant tables are store/sharing.py's, being written beside
-    this module. Once it offers a function to record a grant, call it here, in this transaction,
-    for each grant. Until then the signed grants are returned to the caller (and logged) only."""
-    del db, grants
 
 
 def store_publications(

@@ -12,7 +12,7 @@ from test_store_vault_support import T0, Owner, conversation
 
 from protocols.identity_records import EncryptionKeyBinding
 from protocols.publication import GlobalPublication, SubjectKind, verify_publication
-from protocols.sharing import TargetKind
+from protocols.sharing import Irrevocable, TargetKind
 from protocols.vault_records import SharingLevel
 from store.commons import (
     PublicationImmutable,
@@ -29,6 +29,7 @@ from store.commons import (
     store_publications,
 )
 from store.identity import IdentityRow, save_identity
+from store.sharing import list_grants, revoke_grant
 from store.sql import execute_sql
 from store.vault import get_acu, import_conversation, list_acus, list_conversations
 
@@ -98,9 +99,11 @@ def test_publish_an_acu_raises_its_level_grants_and_signs(
     row = get_acu(db, acu)
     assert row is not None
     assert row.sharing_level is SharingLevel.GLOBAL
-    assert [g.target_kind for g in published.grants] == [TargetKind.GLOBAL]
-    assert not published.grants[0].revocable
-    published.grants[0].verify()
+    [grant] = list_grants(db, acu)
+    assert published.grants == (grant.id,)
+    assert grant.target_kind == TargetKind.GLOBAL.value
+    with pytest.raises(Irrevocable):
+        revoke_grant(db, owner.devices[0].signer, grant.id, T0 + 2)
     held = get_publication(db, publication.id)
     assert held is not None
     assert held[1] == publication
@@ -130,6 +133,7 @@ def test_publishing_again_is_the_next_version(db: peewee.SqliteDatabase, owner: 
     second = publish(db, signer, acu, title="again", now_ms=T0 + 2).publication
     third = publish(db, signer, acu, now_ms=T0 + 3).publication
     assert [p.version for p in (first, second, third)] == [1, 2, 3]
+    assert len(list_grants(db, acu)) == 1  # one global grant, whatever the versions
     assert (second.previous_id, third.previous_id) == (first.id, second.id)
     assert [r.id for r in list_publications(db)] == [third.id, second.id, first.id]
 
