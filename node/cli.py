@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from node import cli_devices, cli_friends, cli_global, cli_mailbox, cli_vault
+from node import cli_devices, cli_friends, cli_global, cli_mailbox, cli_share, cli_vault
 from node.errors import NodeError, find_exception
 from protocols.errors import ProtocolError
 from store.errors import StoreError
@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_vault.add_commands(commands, [common, json_flag])
     cli_devices.add_commands(commands, [common, json_flag])
     cli_mailbox.add_commands(commands, [common, json_flag])
+    cli_share.add_commands(commands, [common, json_flag])
     cli_global.add_commands(commands, [common, json_flag])
     cli_friends.add_commands(commands, [common, json_flag])
     return parser
@@ -204,6 +205,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cli_devices.run(args, data_dir)
     if args.command in cli_mailbox.COMMANDS:
         return cli_mailbox.run(args, data_dir)
+    if args.command in cli_share.COMMANDS:
+        return cli_share.run(args, data_dir)
     if args.command in cli_global.COMMANDS:
         return cli_global.run(args, data_dir)
     if args.command in cli_friends.COMMANDS:

@@ -72,6 +72,9 @@ def add_commands(
     acus_list = acus.add_parser("list", parents=parents, help="newest first")
     acus_list.add_argument("--conversation", metavar="ID", help="only this conversation's")
     acus_list.add_argument("--type", metavar="T", help="only this type (qa, code, text)")
+    acus_list.add_argument(
+        "--received", action="store_true", help="the ACUs friends shared with you instead"
+    )
     _page_flags(acus_list)
 
     acu = commands.add_parser(
@@ -250,6 +253,10 @@ def _conversations_show(client: Any, args: argparse.Namespace) -> int:
 
 
 def _acus_list(client: Any, args: argparse.Namespace) -> int:
+    if args.received:
+        from node.cli_share import print_received
+
+        return print_received(client, args)
     page = client.call(
         "list_acus",
         conversation_id=args.conversation,

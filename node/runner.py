@@ -38,6 +38,7 @@ from node.runtime import (
     run_lock,
     write_runtime_file,
 )
+from node.sharing_api import sharing_routes
 from node.state import NodeState
 from node.vault_api import build_vault_routes
 from protocols.global_sync import GLOBAL_SYNC_PROTOCOL_ID
@@ -193,6 +194,7 @@ async def _start_api(nursery: trio.Nursery, state: NodeState, config: Config, to
                 state.db, state.identity.signer(), config.data_dir, state.local_changed
             ),
             *mailbox_routes(state.mailbox),
+            *sharing_routes(state.db, state.identity.signer(), state.local_changed),
             *commons_routes(state.commons, state.db),
             *peering_routes(state.peering),
             pairing_route(

@@ -210,11 +210,12 @@ def _check_name(name: object) -> None:
         or not 1 <= len(name) <= MAX_CIRCLE_NAME
         or not name.isprintable()
         or name != name.strip()
+        or "/" in name
     ):
         raise SharingRefused(
             "bad_name",
-            f"a circle name is 1 to {MAX_CIRCLE_NAME} printable characters, without leading or "
-            f"trailing spaces: {name!r:.80}",
+            f"a circle name is 1 to {MAX_CIRCLE_NAME} printable characters, no '/', no leading "
+            f"or trailing spaces: {name!r:.80}",
         )
 
 

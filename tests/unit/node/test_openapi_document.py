@@ -15,6 +15,7 @@ from node.database import Database
 from node.mailbox import MailboxService
 from node.mailbox_api import mailbox_routes
 from node.pairing import PairingCodes, pairing_route
+from node.sharing_api import sharing_routes
 from node.peering import PeeringService
 from node.peering_api import peering_routes
 from node.vault_api import build_vault_routes
@@ -28,6 +29,7 @@ def test_document_paths_match_the_app_routes() -> None:
         *build_vault_routes(cast(Database, None), cast(LocalSigner, None), Path(".")),
         pairing_route(PairingCodes(), "did", "peer id", list),
         *mailbox_routes(cast(MailboxService, None)),
+        *sharing_routes(cast(Database, None), cast(LocalSigner, None)),
         *commons_routes(cast(CommonsService, None), cast(Database, None)),
         *peering_routes(cast(PeeringService, None)),
     ]
