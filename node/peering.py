@@ -41,7 +41,7 @@ from node.errors import NodeError
 from node.identity import LocalIdentity
 from node.mailbox_link import MailboxRefused, RelayUnreachable, open_link
 from node.relay import RateLimiter
-from node.streams import close_quietly, read_some
+from node.streams import close_quietly, read_some, write_quietly
 from protocols.envelope import DEFAULT_TTL_MS, Letter, seal
 from protocols.errors import ClosedEarly, RemoteProtocolError
 from protocols.peering import (
@@ -284,6 +284,7 @@ class PeeringService:
                     await stream.write(frame)
             except RemoteProtocolError as err:
                 log.warning("peering.bad_stream", error=err.code, message=str(err))
+                await write_quietly(stream, server.fail(err.code, str(err)))
             except trio.TooSlowError:
                 log.info("peering.idle_stream_closed", after_s=IDLE_TIMEOUT_S)
             except (StreamError, BaseLibp2pError) as err:

@@ -11,7 +11,10 @@ message (protocols.framing, at most MAX_FRAME bytes):
 already (a retry), carries the acceptance. A server *drops* a request from a DID it blocked:
 it answers nothing and closes the stream (`drop()`); the client reads the end of the stream
 where an answer was due (`ClosedEarly`). Either side ends the stream between requests by
-closing its side (`StreamEnded`).
+closing its side (`StreamEnded`). A server that stops a stream because the client misbehaved
+(a malformed or oversized frame, a message out of turn) says why with `fail()`: a PeeringError
+after which it sends nothing; the client reads it as the answer to its request, or, between
+requests, as the end of the stream.
 
 Sans-I/O (the h11 shape): the sessions check turn-taking in one table, `TRANSITIONS`, keyed by
 (state, role of the sender, message type), the bounds of every message and that an answer names
@@ -209,6 +212,7 @@ class Role(StrEnum):
 
 END_OF_STREAM: Final = "end_of_stream"
 DROP: Final = "drop"  # the server's silent end (a blocked sender)
+ABORT: Final = "abort"  # the server's `fail()`
 _ANSWERS: Final = {
     SendRequest.TYPE: (State.AWAIT_RECEIVED, Received.TYPE),
     SendAcceptance.TYPE: (State.AWAIT_TAKEN, AcceptanceTaken.TYPE),
@@ -220,6 +224,9 @@ TRANSITIONS: Final[dict[tuple[State, Role, str], State]] = {
     **{(awaiting, Role.SERVER, DROP): State.CLOSED for awaiting, _ in _ANSWERS.values()},
     (State.IDLE, Role.CLIENT, END_OF_STREAM): State.CLOSED,
     (State.IDLE, Role.SERVER, END_OF_STREAM): State.CLOSED,
+    # The server's `fail()`, from any state; a client reads an error between requests as it.
+    **{(state, Role.SERVER, ABORT): State.CLOSED for state in State if state is not State.CLOSED},
+    (State.IDLE, Role.SERVER, PeeringError.TYPE): State.CLOSED,
 }
 
 
@@ -254,7 +261,7 @@ class _Session:
         new_state = TRANSITIONS.get((self._state, self._us, event_type))
         if new_state is None:
             raise LocalProtocolError(f"the {self._us} may not send {event_type} in {self._state}")
-        if self._error is not None:
+        if self._error is not None and event_type != ABORT:
             raise LocalProtocolError(f"the {self._them} misbehaved ({self._error}): stop")
         return new_state
 
@@ -373,7 +380,20 @@ class PeeringServer(_Session):
 
     def refuse(self, code: str, message: str) -> bytes:
         """A PeeringError answering the outstanding request; the stream goes on."""
+        if self._request is None:
+            raise LocalProtocolError(f"no request to refuse in {self._state}: fail() stops")
         return self._send(lambda: PeeringError(code=code, message=message[:MAX_ERROR_MESSAGE]))
+
+    def fail(self, code: str, message: str) -> bytes:
+        """A PeeringError that stops the stream (the client misbehaved); nothing after it."""
+        new_state = self._take(ABORT)
+        try:
+            error = PeeringError(code=code, message=message[:MAX_ERROR_MESSAGE])
+        except MalformedInput as err:
+            raise LocalProtocolError(f"cannot send this error: {err}") from err
+        self._state = new_state
+        self._request = None
+        return encode_frame(error.to_wire(), MAX_FRAME)
 
     def drop(self) -> None:
         """Answer nothing (a blocked sender); the caller then closes the stream."""

@@ -500,6 +500,22 @@ def test_out_of_turn_sends_are_local_errors() -> None:
         client.finish()
 
 
+def test_the_server_fails_a_stream_with_an_error_the_client_reads() -> None:
+    client, server = PeeringClient(), PeeringServer()
+    client.send_request(request())
+    server.receive_data(b"\x05hello")
+    with pytest.raises(MalformedInput):
+        server.next_event()
+    frame = server.fail("malformed", "not a peering message")
+    assert server.state is State.CLOSED
+    assert feed(client, frame) == PeeringError(code="malformed", message="not a peering message")
+    idle, server2 = PeeringClient(), PeeringServer()
+    assert feed(idle, server2.fail("too_large", "no")) == PeeringError(
+        code="too_large", message="no"
+    )
+    assert idle.state is State.CLOSED
+
+
 def test_a_frame_over_the_bound_is_refused_before_its_body() -> None:
     server = PeeringServer()
     server.receive_data(encode_varint(MAX_FRAME + 1))
@@ -516,7 +532,7 @@ def test_garbage_and_messages_out_of_turn_are_remote_errors() -> None:
         feed(server, encode_frame(AcceptanceTaken(request_id="x").to_wire(), MAX_FRAME))
     client = PeeringClient()
     with pytest.raises(UnexpectedMessage):
-        feed(client, encode_frame(PeeringError(code="x", message="y").to_wire(), MAX_FRAME))
+        feed(client, encode_frame(AcceptanceTaken(request_id="x").to_wire(), MAX_FRAME))
 
 
 def test_a_request_with_a_garbage_record_is_malformed() -> None:
