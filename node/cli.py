@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_devices.add_commands(commands, [common, json_flag])
     cli_mailbox.add_commands(commands, [common, json_flag])
     cli_share.add_commands(commands, [common, json_flag])
-    cli_global.add_commands(commands, [common, json_flag])
     cli_friends.add_commands(commands, [common, json_flag])
+    cli_global.add_commands(commands, [common, json_flag])
     return parser
 
 
@@ -207,10 +207,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cli_mailbox.run(args, data_dir)
     if args.command in cli_share.COMMANDS:
         return cli_share.run(args, data_dir)
-    if args.command in cli_global.COMMANDS:
-        return cli_global.run(args, data_dir)
     if args.command in cli_friends.COMMANDS:
         return cli_friends.run(args, data_dir)
+    if args.command in cli_global.COMMANDS:
+        return cli_global.run(args, data_dir)
     raise AssertionError(args.command)
 
 

@@ -115,8 +115,8 @@ async def _serve(
     host.set_stream_handler(TProtocol(SYNC_PROTOCOL_ID), state.sync.serve_sync)
     host.set_stream_handler(TProtocol(GOSSIP_PROTOCOL_ID), state.sync.serve_gossip)
     host.set_stream_handler(TProtocol(MAILBOX_NOTICE_PROTOCOL_ID), state.mailbox.serve_notice)
-    host.set_stream_handler(TProtocol(GLOBAL_SYNC_PROTOCOL_ID), state.commons.serve_pull)
     host.set_stream_handler(TProtocol(PEERING_PROTOCOL_ID), state.peering.serve)
+    host.set_stream_handler(TProtocol(GLOBAL_SYNC_PROTOCOL_ID), state.commons.serve_pull)
     relay: RelayService | None = None
     if config.relay:
         relay = RelayService(
@@ -195,8 +195,8 @@ async def _start_api(nursery: trio.Nursery, state: NodeState, config: Config, to
             ),
             *mailbox_routes(state.mailbox),
             *sharing_routes(state.db, state.identity.signer(), state.local_changed),
-            *commons_routes(state.commons, state.db),
             *peering_routes(state.peering),
+            *commons_routes(state.commons, state.db),
             pairing_route(
                 state.pairing_codes, state.identity.did, state.identity.peer_id, state.addrs
             ),

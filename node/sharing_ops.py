@@ -9,7 +9,7 @@ transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from peewee import SqliteDatabase
 
@@ -23,6 +23,12 @@ from store.share_delivery import list_received
 from store.vault import get_acu
 from store.vault_log import LocalSigner
 
+
+def _json(value: Any) -> dict[str, Any]:
+    """A store result as the JSON object the API answers with."""
+    return cast(dict[str, Any], to_json(value))
+
+
 # The extra permissions a share may give (view is in every grant).
 PERMISSIONS = ("annotate", "remix", "reshare")
 TARGETS = ("did", "circle", "network", "global")
@@ -31,7 +37,7 @@ TARGETS = ("did", "circle", "network", "global")
 def create_circle(
     db: SqliteDatabase, signer: LocalSigner, name: str, now_ms: int
 ) -> dict[str, Any]:
-    return to_json(sharing.create_circle(db, signer, name, now_ms))
+    return _json(sharing.create_circle(db, signer, name, now_ms))
 
 
 def list_circles(db: SqliteDatabase) -> dict[str, Any]:
@@ -41,13 +47,13 @@ def list_circles(db: SqliteDatabase) -> dict[str, Any]:
 def add_circle_member(
     db: SqliteDatabase, signer: LocalSigner, name: str, did: str, now_ms: int
 ) -> dict[str, Any]:
-    return to_json(sharing.add_circle_member(db, signer, name, did, now_ms))
+    return _json(sharing.add_circle_member(db, signer, name, did, now_ms))
 
 
 def remove_circle_member(
     db: SqliteDatabase, signer: LocalSigner, name: str, did: str, now_ms: int
 ) -> dict[str, Any]:
-    return to_json(sharing.remove_circle_member(db, signer, name, did, now_ms))
+    return _json(sharing.remove_circle_member(db, signer, name, did, now_ms))
 
 
 def share(
@@ -72,7 +78,7 @@ def share(
     if kind is TargetKind.GLOBAL:
         return _publish(db, signer, acu_id, target, granted, now_ms)
     grant = sharing.share_acu(db, signer, acu_id, kind, target, now_ms, permissions=granted)
-    return to_json(grant)
+    return _json(grant)
 
 
 def _publish(
@@ -98,7 +104,7 @@ def _publish(
 
 
 def revoke(db: SqliteDatabase, signer: LocalSigner, grant_id: str, now_ms: int) -> dict[str, Any]:
-    return to_json(sharing.revoke_grant(db, signer, grant_id, now_ms))
+    return _json(sharing.revoke_grant(db, signer, grant_id, now_ms))
 
 
 def list_shares(db: SqliteDatabase, acu_id: str | None) -> dict[str, Any]:

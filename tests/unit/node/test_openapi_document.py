@@ -15,9 +15,9 @@ from node.database import Database
 from node.mailbox import MailboxService
 from node.mailbox_api import mailbox_routes
 from node.pairing import PairingCodes, pairing_route
-from node.sharing_api import sharing_routes
 from node.peering import PeeringService
 from node.peering_api import peering_routes
+from node.sharing_api import sharing_routes
 from node.vault_api import build_vault_routes
 from store.vault_log import LocalSigner
 
@@ -29,9 +29,9 @@ def test_document_paths_match_the_app_routes() -> None:
         *build_vault_routes(cast(Database, None), cast(LocalSigner, None), Path(".")),
         pairing_route(PairingCodes(), "did", "peer id", list),
         *mailbox_routes(cast(MailboxService, None)),
+        *peering_routes(cast(PeeringService, None)),
         *sharing_routes(cast(Database, None), cast(LocalSigner, None)),
         *commons_routes(cast(CommonsService, None), cast(Database, None)),
-        *peering_routes(cast(PeeringService, None)),
     ]
     app = build_app(backend, "token", Path("api.token"), vault_routes)
     served = {
