@@ -36,6 +36,7 @@ from node.mailbox_outbox import Outbox, skip_mailing
 from protocols.mailbox_records import RelayList, RelayRegistration
 from protocols.trust import DeviceStatus
 from store import mailbox as mailbox_store
+from store import peering as peering_store
 from store.devices import Credentials, credentials_of, trust_state
 
 log = structlog.get_logger()
@@ -105,6 +106,11 @@ class MailboxService:
         self.outbox.local_changed()
         self._trust_changed.set()
 
+    def friends_changed(self) -> None:
+        """A friendship was accepted: register again where our registrations do not let every
+        friend deposit (`_keep_registrations`)."""
+        self._trust_changed.set()
+
     def peer_connected(self, peer_id: str) -> None:
         """A connection opened: if the peer is one of our relays, take our mail and deliver
         what waits for it (the caller does not wait on the database)."""
@@ -134,6 +140,9 @@ class MailboxService:
         relay, addrs = _parse_relay_addr(relay_addr)
         if relay == self._local:
             raise MailboxFailed("that address is this node's own: name another node as relay")
+        # Our friends may always leave us mail (shares, their acceptances); `allowed_senders`
+        # adds others (someone we invited, before they are a friend).
+        allowed_senders = sorted(set(allowed_senders) | await self._db.read(_friend_dids))
         state = await self._db.read(trust_state)
         now = now_ms()
         registration = RelayRegistration.create(
@@ -205,8 +214,9 @@ class MailboxService:
 
     async def _keep_registrations(self) -> None:
         """Register again, with the same terms, where this device registered before, when the
-        registration is past half its life (renewal) or when a device of ours was revoked
-        since (the relay checks devices by their certificates and must be told)."""
+        registration is past half its life (renewal), when a device of ours was revoked since
+        (the relay checks devices by their certificates and must be told), or when a friend
+        may not deposit there yet (friends are always allowed senders)."""
         while True:
             with trio.move_on_after(REGISTRATION_CHECK_S):
                 await self._trust_changed.wait()
@@ -215,10 +225,14 @@ class MailboxService:
             revoked = {p for p, d in state.devices.items() if d.status is DeviceStatus.REVOKED}
             relays = await self._db.read(mailbox_store.relay_list)
             listed = dict(relays.relays) if relays else {}
+            friends = await self._db.read(_friend_dids)
             for relay, old in (await self._db.read(mailbox_store.saved_registrations)).items():
                 lifetime = old.expires_at_ms - old.issued_at_ms
                 stale = now_ms() > old.issued_at_ms + lifetime // 2
-                if relay not in listed or (revoked <= set(old.revoked_devices) and not stale):
+                unchanged = revoked <= set(old.revoked_devices) and friends <= set(
+                    old.allowed_senders
+                )
+                if relay not in listed or (unchanged and not stale):
                     continue
                 try:
                     await self.register(
@@ -254,6 +268,10 @@ def _parse_relay_addr(relay_addr: str) -> tuple[str, list[str]]:
 
 
 # Blocking functions of the database, run by node.database.Database.
+
+
+def _friend_dids(db: SqliteDatabase) -> set[str]:
+    return {friend.did for friend in peering_store.friends(db)}
 
 
 def _credentials(db: SqliteDatabase, local: str) -> Credentials:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import nacl.signing
@@ -113,6 +114,9 @@ class PeeringService:
         self._local = identity.peer_id
         self._key = nacl.signing.SigningKey(identity.device_seed)
         self._unsolicited = RateLimiter(UNSOLICITED_PER_MINUTE / 60, UNSOLICITED_PER_MINUTE)
+        # Told the DID of each connection that became accepted (the node delivers shares to
+        # the new friend and lets it mail us through our relays).
+        self.on_connected: Callable[[str], None] = lambda did: None
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -209,6 +213,7 @@ class PeeringService:
             await self._db.write(
                 peering_store.accept, did, request.id, acceptance.to_wire(), trust, now_ms()
             )
+            self.on_connected(did)
         try:
             via, _ = await self._deliver(
                 request.addrs, request.relays, did, found.encryption_key, ACCEPT_LETTER, acceptance
@@ -369,6 +374,7 @@ class PeeringService:
         taken = await self._db.write(_save_acceptance, acceptance, now_ms())
         if taken:
             log.info("peering.connected", did=acceptance.from_did)
+            self.on_connected(acceptance.from_did)
 
     # --- sending ------------------------------------------------------------------------------
 

@@ -47,7 +47,9 @@ from protocols.mailbox import MAILBOX_PROTOCOL_ID
 from protocols.mailbox_notice import MAILBOX_NOTICE_PROTOCOL_ID
 from protocols.pairing import PROTOCOL_ID as PAIRING_PROTOCOL_ID
 from protocols.peering_session import PEERING_PROTOCOL_ID
+from protocols.share_sync import SHARE_PROTOCOL_ID
 from protocols.sync import SYNC_PROTOCOL_ID
+from store import peering as peering_store
 from store.mailbox import relay_list
 from store.sync_state import device_addresses
 
@@ -116,6 +118,7 @@ async def _serve(
     host.set_stream_handler(TProtocol(GOSSIP_PROTOCOL_ID), state.sync.serve_gossip)
     host.set_stream_handler(TProtocol(MAILBOX_NOTICE_PROTOCOL_ID), state.mailbox.serve_notice)
     host.set_stream_handler(TProtocol(PEERING_PROTOCOL_ID), state.peering.serve)
+    host.set_stream_handler(TProtocol(SHARE_PROTOCOL_ID), state.shares.serve)
     host.set_stream_handler(TProtocol(GLOBAL_SYNC_PROTOCOL_ID), state.commons.serve_pull)
     relay: RelayService | None = None
     if config.relay:
@@ -152,6 +155,12 @@ async def _serve(
     dial += [
         f"{addrs[0]}/p2p/{peer}" for peer, addrs in devices.items() if peer not in bootstrapped
     ]
+    # And to our friends (at the first address each gave), so shares reach them at once.
+    dialled = {addr.rstrip("/").rsplit("/p2p/", 1)[-1] for addr in dial}
+    for friend in await db.read(peering_store.friends):
+        first = next((a for a in friend.addrs if "/p2p/" in a), None)
+        if first is not None and first.rsplit("/p2p/", 1)[-1] not in dialled:
+            dial.append(first)
     async with host.run([Multiaddr(a) for a in config.listen]):
         try:
             check_listening(host, config.listen)
@@ -159,6 +168,7 @@ async def _serve(
                 await nursery.start(state.sync.run)
                 await nursery.start(state.mailbox.run)
                 await nursery.start(state.commons.run)
+                await nursery.start(state.shares.run)
                 if relay is not None:
                     await nursery.start(relay.run)
                 nursery.start_soon(state.watcher.run)

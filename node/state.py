@@ -18,6 +18,7 @@ from node.mailbox import MailboxService
 from node.metrics import NodeMetrics
 from node.pairing import PairingCodes
 from node.peering import ACCEPT_LETTER, REQUEST_LETTER, PeeringService
+from node.share_delivery import SHARE_LETTER, ShareDelivery
 from node.sync import SyncService
 from store import peers as peer_store
 
@@ -62,6 +63,12 @@ class NodeState:
         self.peering = PeeringService(host, db, identity)
         self.mailbox.inbox.register_handler(REQUEST_LETTER, self.peering.on_letter)
         self.mailbox.inbox.register_handler(ACCEPT_LETTER, self.peering.on_letter)
+        # Shares between friends: the /vivim/share/1.0.0 pull, hints, and mail while away.
+        self.shares = ShareDelivery(
+            host, db, identity, encryption_key, is_connected=self.watcher.is_connected
+        )
+        self.mailbox.inbox.register_handler(SHARE_LETTER, self.shares.on_letter)
+        self.peering.on_connected = self.friend_connected
         # The global commons: GossipSub on vivim/global/1 and the /vivim/global/1.0.0 pull.
         self.commons = CommonsService(host, db, identity, on_written=self.local_changed)
         self.metrics = NodeMetrics(
@@ -73,6 +80,13 @@ class NodeState:
         """Something was written here: announce it to our devices, mail it to absent ones."""
         self.sync.local_changed()
         self.mailbox.local_changed()
+        self.shares.local_changed()
+
+    def friend_connected(self, did: str) -> None:
+        """A friendship was accepted: deliver what is shared with them, and let them mail us
+        through our relays."""
+        self.shares.local_changed()
+        self.mailbox.friends_changed()
 
     def uptime_s(self) -> float:
         return time.monotonic() - self.started
@@ -99,6 +113,7 @@ class NodeState:
             self.sync.request(peer_id)
             self.mailbox.peer_connected(peer_id)
             self.commons.peer_connected(peer_id)
+            self.shares.peer_connected(peer_id)
 
     async def record_peers(self) -> None:
         """Write queued sightings to the peer table, in order, until cancelled."""

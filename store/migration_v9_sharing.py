@@ -201,6 +201,22 @@ STATEMENTS: tuple[str, ...] = (
     *_append_only("received_circle_key", "circle key"),
     *_append_only("circle_version", "circle version"),
     *_append_only("circle_member_key", "wrapped circle key"),
+    # Delivery (store.share_cursors): how far we pulled each friend device's share feed, and how
+    # far each friend's feed was mailed to their relays while they were away.
+    """
+    CREATE TABLE share_pull_cursor (
+        peer_id TEXT PRIMARY KEY NOT NULL,
+        after INTEGER NOT NULL CHECK (after >= 0),
+        pulled_at_ms INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE share_mailed (
+        recipient_did TEXT PRIMARY KEY NOT NULL,
+        after INTEGER NOT NULL CHECK (after >= 0),
+        mailed_at_ms INTEGER NOT NULL
+    )
+    """,
 )
 
 

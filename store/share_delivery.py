@@ -64,6 +64,7 @@ __all__ = [
     "bundles_for",
     "list_received",
     "share_items_for",
+    "share_page",
 ]
 
 # Items made per call: a page of the share pull holds at most 1000 (protocols.share_sync).
@@ -113,9 +114,24 @@ def share_items_for(
 ) -> tuple[list[ShareItem], bool]:
     """What `recipient_did` may pull past cursor `after`, at most `limit` items in cursor order,
     and whether more are past the last; nothing for a DID that is not a friend."""
+    items, _, more = share_page(db, recipient_did, after, now_ms=now_ms, limit=limit, random=random)
+    return items, more
+
+
+def share_page(
+    db: SqliteDatabase,
+    recipient_did: str,
+    after: int,
+    *,
+    now_ms: int,
+    limit: int = DEFAULT_ITEMS,
+    random: Random = os.urandom,
+) -> tuple[list[ShareItem], int, bool]:
+    """`share_items_for`, with the cursor to ask with next: past every feed row looked at,
+    those it skipped included (a grant no longer live), so a pull never stalls on them."""
     recipient = peering.friend(db, recipient_did)
     if recipient is None:
-        return [], False
+        return [], after, False
     with db.atomic():
         conn = connection(db)
         rows = conn.execute(
@@ -128,7 +144,9 @@ def share_items_for(
         state = trust_state(db)
         members = circle_members(conn)
         items: list[ShareItem] = []
+        scanned = after
         for seq, grant_id, revocation_id in rows[:limit]:
+            scanned = int(seq)
             if revocation_id is not None:
                 (wire,) = conn.execute(
                     "SELECT wire FROM grant_revocation WHERE id = ?", (revocation_id,)
@@ -140,7 +158,7 @@ def share_items_for(
             )
             if bundle is not None:
                 items.append(ShareItem(position=seq, item=bundle))
-        return items, more
+        return items, scanned, more
 
 
 def bundles_for(
@@ -151,12 +169,8 @@ def bundles_for(
     bundles: list[ShareBundle] = []
     more = True
     while more:
-        items, more = share_items_for(db, recipient_did, after, now_ms=now_ms)
+        items, after, more = share_page(db, recipient_did, after, now_ms=now_ms)
         bundles += [item.item for item in items if isinstance(item.item, ShareBundle)]
-        if items:
-            after = items[-1].position
-        elif more:  # every row of the page was skipped: look past them
-            after += DEFAULT_ITEMS
     return bundles
 
 
