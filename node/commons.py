@@ -173,6 +173,16 @@ class CommonsService:
         await self._pubsub.publish(TOPIC, publication.to_wire())
         return published
 
+    async def gossip(self, publication_id: str) -> None:
+        """Gossip a publication this node stored already (`share ACU --global`, which writes it
+        through the sharing API)."""
+        found = await self._db.read(commons_store.get_publication, publication_id)
+        if found is None:
+            return
+        _, publication = found
+        log.info("commons.published", publication_id=publication.id, version=publication.version)
+        await self._pubsub.publish(TOPIC, publication.to_wire())
+
     # --- pull --------------------------------------------------------------------------------
 
     def peer_connected(self, peer_id: str) -> None:

@@ -204,7 +204,9 @@ async def _start_api(nursery: trio.Nursery, state: NodeState, config: Config, to
                 state.db, state.identity.signer(), config.data_dir, state.local_changed
             ),
             *mailbox_routes(state.mailbox),
-            *sharing_routes(state.db, state.identity.signer(), state.local_changed),
+            *sharing_routes(
+                state.db, state.identity.signer(), state.local_changed, state.commons.gossip
+            ),
             *peering_routes(state.peering),
             *commons_routes(state.commons, state.db),
             pairing_route(

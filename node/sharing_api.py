@@ -103,12 +103,21 @@ class BadRequest(NodeError):
 
 
 def sharing_routes(
-    database: Database, signer: LocalSigner, on_write: Callable[[], None] = lambda: None
+    database: Database,
+    signer: LocalSigner,
+    on_write: Callable[[], None] = lambda: None,
+    on_published: Callable[[str], Awaitable[None]] | None = None,
 ) -> list[Route]:
     """Starlette routes for the table (the caller puts the token check around them);
-    `on_write` runs after each write that succeeded (a share raises a sharing level: an op)."""
+    `on_write` runs after each write that succeeded (a share raises a sharing level: an op),
+    and `on_published` with the id of a publication a write made (`share --global`), for the
+    commons to gossip it."""
     return [
-        Route(route.path, _endpoint(route, database, signer, on_write), methods=[route.method])
+        Route(
+            route.path,
+            _endpoint(route, database, signer, on_write, on_published),
+            methods=[route.method],
+        )
         for route in ROUTES
     ]
 
@@ -118,6 +127,7 @@ def _endpoint(
     database: Database,
     signer: LocalSigner,
     on_write: Callable[[], None],
+    on_published: Callable[[str], Awaitable[None]] | None,
 ) -> Callable[[Request], Awaitable[Response]]:
     wanted = set(inspect.signature(route.function).parameters)
 
@@ -143,6 +153,10 @@ def _endpoint(
             return _error(status, code, message)
         if route.writes:
             on_write()
+            if on_published is not None and isinstance(result, dict):
+                publication_id = result.get("publication_id")
+                if isinstance(publication_id, str):
+                    await on_published(publication_id)
             log.info(f"sharing.{route.op}", **{k: v for k, v in params.items() if k != "signer"})
         return JSONResponse(result)
 

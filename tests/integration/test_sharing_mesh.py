@@ -144,14 +144,22 @@ async def test_circles_direct_shares_offline_delivery_and_a_global_publication(
     for marker in MARKERS:
         assert marker.encode() not in held
 
-    # ACU1 goes public: Dave, connected only to Bob, gets and verifies it.
+    # ACU1 goes public: Dave, connected only to Bob, gets and verifies it (by gossip: he pulled
+    # what Bob had when he connected, before it existed).
     alice = await start("alice", bootstrap=[relay.addr, bob.addr])
     dave = await start("dave", bootstrap=[bob.addr])
-    published = await cli_json(alice, "publish", acu1, "--title", "sorting")
-    publication_id = published["id"] if "id" in published else published["publication"]["id"]
+    # `share --global` is `publish`: the level, the irrevocable grant, the publication, gossip.
+    published = await cli_json(alice, "share", acu1, "--global")
+    publication_id = published["publication_id"]
     with trio.fail_after(WAIT_S):
         while publication_id not in json.dumps(await cli_json(dave, "global", "list")):
             await trio.sleep(0.2)
+    (arrival,) = [
+        json.loads(line)
+        for line in dave.stderr_path.read_text().splitlines()
+        if '"commons.received"' in line and publication_id in line
+    ]
+    assert arrival["via"] == "gossip"
     shown = await cli_json(dave, "global", "show", publication_id)
     assert MARKERS[0] in json.dumps(shown)
     assert did(alice) in json.dumps(shown)
