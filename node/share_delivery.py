@@ -45,7 +45,6 @@ from protocols.envelope import DEFAULT_TTL_MS, Envelope, Letter, seal
 from protocols.errors import MalformedInput, ProtocolError
 from protocols.framing import FrameDecoder, NeedData
 from protocols.mailbox_messages import Introduce
-from protocols.share_bundle import BundleRefused
 from protocols.share_sync import (
     MALFORMED,
     MAX_FRAME,
@@ -174,7 +173,7 @@ class ShareDelivery:
             for item in page.items:
                 try:
                     grant = await self._db.write(_accept, item, self._encryption_key, now_ms())
-                except (BundleRefused, MalformedInput) as err:
+                except ProtocolError as err:  # BundleRefused, Irrevocable, MalformedInput...
                     code = getattr(err, "code", "malformed")
                     log.warning("share.item_refused", code=code, message=str(err))
                     continue
@@ -358,7 +357,7 @@ class ShareDelivery:
         """The mailbox inbox's handler of share letters: the outcome to record."""
         try:
             grant = await self._db.write(_accept, letter.payload, self._encryption_key, now_ms())
-        except (BundleRefused, MalformedInput) as err:
+        except ProtocolError as err:  # BundleRefused, Irrevocable, MalformedInput...
             code = getattr(err, "code", "malformed")
             log.info("share.letter_refused", sender=letter.sender_did, code=code)
             return f"refused: {code}: {err}"

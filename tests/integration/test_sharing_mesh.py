@@ -6,7 +6,10 @@ it. She removes Carol and shares ACU2 with the circle: Bob reads it, Carol does 
 ACU3 with Bob while he is offline: he gets it through R when he returns (Alice is offline by
 then, so R is the only way it can come). R's database holds no plaintext of any of them. She
 publishes ACU1: Dave receives and verifies it through Bob. Revoking the global grant is refused
-by the API and by SQLite."""
+by the API and by SQLite.
+
+And the share pull's bad input: a stranger, someone using a friend's credentials, garbage and an
+oversized frame are refused with a code, and the grantor goes on serving its friend."""
 
 from __future__ import annotations
 
@@ -16,8 +19,26 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from multiaddr import Multiaddr
 
+from node.host import build_host
+from node.identity import DATABASE_FILE, load_local_identity
 from node.local_cluster import NodeProcess
+from node.streams import read_some
+from protocols.framing import FrameDecoder, NeedData
+from protocols.share_sync import (
+    MAX_FRAME,
+    SHARE_PROTOCOL_ID,
+    Page,
+    Pull,
+    Refused,
+    decode_reply,
+    encode,
+)
+from store.database import open_database
+from store.devices import credentials_of, trust_state
 from tests.integration.conftest import StartNode, run_cli
 from tests.integration.test_mailbox import free_port, start_relay
 
@@ -192,3 +213,75 @@ async def test_circles_direct_shares_offline_delivery_and_a_global_publication(
     held = file_bytes(relay.data_dir)
     assert MARKERS[1].encode() not in held
     assert MARKERS[2].encode() not in held
+
+
+def stored_credentials(data_dir: Path) -> tuple[bytes, Any]:
+    """A device's seed and its credentials (certificate, chain, rotations), from its files."""
+    identity = load_local_identity(data_dir)
+    db = open_database(data_dir / DATABASE_FILE)
+    try:
+        return identity.device_seed, credentials_of(trust_state(db), identity.peer_id)
+    finally:
+        db.close()
+
+
+async def ask(host: Any, peer: Any, frame: bytes) -> Refused | Page:
+    stream = await host.new_stream(peer, [TProtocol(SHARE_PROTOCOL_ID)])
+    await stream.write(frame)
+    decoder = FrameDecoder(MAX_FRAME)
+    while isinstance(reply := decoder.next_frame(), NeedData):
+        decoder.receive_data(await read_some(stream, MAX_FRAME))
+    await stream.close()
+    return decode_reply(reply)
+
+
+async def test_pulls_by_strangers_impostors_and_garbage_are_refused_and_friends_still_served(
+    start: StartNode, tmp_path: Path
+) -> None:
+    alice = await start("alice")
+    bob = await start("bob")
+    await cli_json(alice, "import", str(conversation(tmp_path / "mesh.json")))
+    acus = (await cli_json(alice, "acus", "list", "--limit", "50"))["acus"]
+    acu1, acu2 = (next(a["id"] for a in acus if marker in a["content"]) for marker in MARKERS[:2])
+    await befriend(alice, bob)
+    await cli_json(alice, "share", acu1, "--with", did(bob))
+    assert MARKERS[0] in await wait_received(bob, acu1)
+
+    eve_dir = tmp_path / "eve"
+    init = await run_cli("init", "--data-dir", str(eve_dir))
+    assert init.returncode == 0, init.stderr.decode()
+    eve_seed, eve = stored_credentials(eve_dir)
+    _, bobs = stored_credentials(bob.data_dir)
+
+    def pull(credentials: Any) -> bytes:
+        return encode(
+            Pull(
+                certificate=credentials.certificate,
+                chain=tuple(credentials.chain),
+                rotations=tuple(credentials.rotations),
+                after=0,
+            )
+        )
+
+    host = build_host(eve_seed)
+    info = info_from_p2p_addr(Multiaddr(alice.addr))
+    async with host.run([]):
+        with trio.fail_after(WAIT_S):
+            await host.connect(info)
+            # A stranger with her own, valid credentials: not a friend.
+            stranger = await ask(host, info.peer_id, pull(eve))
+            assert isinstance(stranger, Refused) and stranger.code == "unauthorized"
+            # Bob's credentials on Eve's connection: they are not this peer's.
+            impostor = await ask(host, info.peer_id, pull(bobs))
+            assert isinstance(impostor, Refused) and impostor.code == "unauthorized"
+            # Garbage, and a frame that says it is larger than any frame may be.
+            garbage = await ask(host, info.peer_id, b"\x05hello")
+            assert isinstance(garbage, Refused) and garbage.code == "malformed"
+            too_large = await ask(host, info.peer_id, b"\xff\xff\xff\xff\x0f")
+            assert isinstance(too_large, Refused) and too_large.code == "malformed"
+        await host.close()
+
+    # Alice serves her friend as before.
+    await cli_json(alice, "share", acu2, "--with", did(bob))
+    assert MARKERS[1] in await wait_received(bob, acu2)
+    assert acu2 not in await received(alice)
