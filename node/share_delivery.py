@@ -61,6 +61,7 @@ from protocols.share_sync import (
 )
 from store import peering as peering_store
 from store import share_cursors
+from store.database import write_transaction
 from store.devices import Credentials, credentials_of, trust_state
 from store.mailbox import OpenedLetter
 from store.share_delivery import accept_item, share_page
@@ -73,6 +74,7 @@ PAGE_ITEMS = 200
 # Items mailed to one friend per round (each a letter; a Deposit holds many).
 MAIL_ITEMS = 200
 MAIL_RETRY_S = 30.0
+DELIVER_COALESCE_S = 0.1
 READ_TIMEOUT_S = 30.0
 DIAL_TIMEOUT_S = 10.0
 # A peer that keeps paging past this many pages in one pull is given up on until next time.
@@ -162,6 +164,9 @@ class ShareDelivery:
             ) as err:
                 log.warning("share.pull_failed", error=str(err) or type(err).__name__)
                 return
+            except Exception:  # a bug of ours must not stop the node serving everyone else
+                log.exception("share.pull_crashed")
+                return
             log.info("share.pulled", received=taken)
 
     async def _pull_pages(self, peer_id: str) -> int:
@@ -170,25 +175,23 @@ class ShareDelivery:
         taken = 0
         for _ in range(MAX_PAGES):
             page = await self._ask(peer_id, credentials, after)
-            for item in page.items:
-                try:
-                    grant = await self._db.write(_accept, item, self._encryption_key, now_ms())
-                except ProtocolError as err:  # BundleRefused, Irrevocable, MalformedInput...
-                    code = getattr(err, "code", "malformed")
-                    log.warning("share.item_refused", code=code, message=str(err))
-                    continue
-                if grant is not None:
-                    taken += 1
-                    log.info("share.received", grant_id=grant)
             if page.next < after:
                 raise MalformedInput("the peer's page moved the cursor back")
-            if page.next != after:
-                after = page.next
-                await self._db.write(share_cursors.advance_pull_cursor, peer_id, after, now_ms())
+            # The page's items and the cursor past them in one transaction (one commit).
+            outcomes = await self._db.write(
+                _accept_page, peer_id, page.items, page.next, self._encryption_key, now_ms()
+            )
+            for grant, refusal in outcomes:
+                if refusal is not None:
+                    log.warning("share.item_refused", code=refusal[0], message=refusal[1])
+                elif grant is not None:
+                    taken += 1
+                    log.info("share.received", grant_id=grant)
             if page.done:
                 return taken
             if not page.items and page.next == after:
                 raise MalformedInput("the peer sent an empty page that is not its last")
+            after = page.next
         return taken
 
     async def _ask(self, peer_id: str, credentials: Credentials, after: int) -> Page:
@@ -270,6 +273,9 @@ class ShareDelivery:
         while True:
             with trio.move_on_after(MAIL_RETRY_S):
                 await self._changed.wait()
+                # Writes come in bursts (a share after a share): one hint for them all, so
+                # friends pull them in one page.
+                await trio.sleep(DELIVER_COALESCE_S)
             self._changed = trio.Event()
             try:
                 await self._deliver()
@@ -393,6 +399,29 @@ def _share_page(
 
 def _accept(db: SqliteDatabase, item: bytes, encryption_key: bytes, now: int) -> str | None:
     return accept_item(db, item, encryption_key=encryption_key, now_ms=now)
+
+
+def _accept_page(
+    db: SqliteDatabase,
+    peer_id: str,
+    items: tuple[bytes, ...],
+    cursor: int,
+    encryption_key: bytes,
+    now: int,
+) -> list[tuple[str | None, tuple[str, str] | None]]:
+    """Accept a pulled page's items (each in a savepoint: a refused one stores nothing) and
+    move the cursor past them, in one transaction. Per item: the grant it was about, or the
+    refusal's (code, message)."""
+    outcomes: list[tuple[str | None, tuple[str, str] | None]] = []
+    with write_transaction(db):
+        for item in items:
+            try:
+                with db.atomic():
+                    outcomes.append((_accept(db, item, encryption_key, now), None))
+            except ProtocolError as err:  # BundleRefused, Irrevocable, MalformedInput...
+                outcomes.append((None, (getattr(err, "code", "malformed"), str(err))))
+        share_cursors.advance_pull_cursor(db, peer_id, cursor, now)
+    return outcomes
 
 
 def _add_device(db: SqliteDatabase, did: str, peer_id: str) -> None:
