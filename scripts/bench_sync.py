@@ -11,7 +11,8 @@ it A's heads, every op verified and persisted (B's start-up is printed apart, as
 Prints ops/s end to end, wire bytes per op (batch frames as A sent them, from its log), peak RSS
 of both processes and of B's op-checking process (VmHWM), the CPU seconds each process used
 during the sync (the three share this machine's cores: where the time went), this machine's
-single-core Ed25519 verify rate measured in the same run and the ratio of the two. Targets: at
+single-core Ed25519 verify rate measured in the same run (the best of short windows before and
+after the sync) and the ratio of the two. Targets: at
 least half the verify rate; peak RSS under 250 MB.
 
 Then, on a small identity of its own, --devices devices (one and the others it paired, each
@@ -62,16 +63,21 @@ def export(path: Path, conversations: int) -> None:
     path.write_text(json.dumps(items))
 
 
-def verify_rate(seconds: float = 1.0) -> float:
+def verify_rate(windows: int = 3, seconds: float = 0.5) -> float:
+    """Single-core Ed25519 verifies per second: the best of `windows` windows, so a moment when
+    the (shared) machine was busy does not lower the rate and so flatter the ratio."""
     key = nacl.signing.SigningKey.generate()
     signed = key.sign(b"x" * 300)
     verify_key = key.verify_key
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        for _ in range(500):
-            verify_key.verify(signed)
-        count += 500
-    return count / (time.perf_counter() - started)
+    best = 0.0
+    for _ in range(windows):
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            for _ in range(500):
+                verify_key.verify(signed)
+            count += 500
+        best = max(best, count / (time.perf_counter() - started))
+    return best
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -163,6 +169,9 @@ async def catch_up(base: Path, ops: int) -> dict[str, Any]:
             raise RuntimeError("B logged the sync complete but does not hold every op")
         elapsed = max(stamp(r) for r in log_records(b, "sync.completed")) - ready
         checkers = children(b.process.pid)
+        # Measured before and after the sync; the higher counts (the machine's speed, not a
+        # busy moment of it).
+        rate = max(rate, verify_rate())
         # Where the time went: the three processes share this machine's cores.
         cpu = {
             "a": round(cpu_s(a.process.pid) - a_cpu_before, 1),
