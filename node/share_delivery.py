@@ -4,7 +4,8 @@ What moves are share items (a grant's bundle: the grant, the ACU's ciphertext, t
 for the recipient; or a revocation), made and checked by the store (store/share_delivery.py),
 from the grantor's share feed, whose positions are the cursors here (store/share_cursors.py).
 
-- **Pull** (`_pull`): when a device of a friend connects, and when it hints, we pull its feed
+- **Pull** (`_pull`): when a device of a friend connects, when it hints, and every
+  PULL_INTERVAL_S (anti-entropy: a lost hint costs one period), we pull its feed
   past our cursor for it: `Pull` (our credentials, the cursor) -> `Page`; each item is checked
   and kept (idempotent), then the cursor moves; again until the page says done.
 - **Serving** (`serve`): a Pull's credentials must make the stream's peer a device of a DID
@@ -75,6 +76,7 @@ PAGE_ITEMS = 200
 MAIL_ITEMS = 200
 MAIL_RETRY_S = 30.0
 DELIVER_COALESCE_S = 0.1
+PULL_INTERVAL_S = 60.0
 READ_TIMEOUT_S = 30.0
 DIAL_TIMEOUT_S = 10.0
 # A peer that keeps paging past this many pages in one pull is given up on until next time.
@@ -107,12 +109,25 @@ class ShareDelivery:
         self._pulling: set[str] = set()
         self._pull_again: set[str] = set()
         self._changed = trio.Event()
+        # Per friend device, the share feed's head when we last hinted it.
+        self._hinted: dict[str, int] = {}
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._deliver_loop)
+            nursery.start_soon(self._anti_entropy)
             task_status.started()
+
+    async def _anti_entropy(self) -> None:
+        """Pull from every connected friend device every PULL_INTERVAL_S: a lost hint, or a
+        pull that failed, costs at most one period."""
+        while True:
+            await trio.sleep(PULL_INTERVAL_S)
+            for friend in await self._db.read(peering_store.friends):
+                for device in friend.devices:
+                    if self._is_connected(device):
+                        self._request_pull(device)
 
     # --- triggers ------------------------------------------------------------------------------
 
@@ -283,15 +298,19 @@ class ShareDelivery:
                 log.warning("share.deliver_failed", error=str(err))
 
     async def _deliver(self) -> None:
+        # Most local writes share nothing (an import, an edit): then nobody is told anything.
+        head = await self._db.read(share_cursors.feed_head)
         for friend in await self._db.read(peering_store.friends):
             connected = [d for d in friend.devices if self._is_connected(d)]
             if connected:
                 for device in connected:
-                    await self._hint(device)
+                    if self._hinted.get(device, -1) < head and await self._hint(device):
+                        self._hinted[device] = head
             elif friend.relays:
-                await self._mail(friend)
+                await self._mail(friend, head)
 
-    async def _hint(self, device: str) -> None:
+    async def _hint(self, device: str) -> bool:
+        """Tell `device` to pull; False if it could not be told (tried again next round)."""
         try:
             with trio.fail_after(DIAL_TIMEOUT_S):
                 stream = await self._host.new_stream(
@@ -301,9 +320,13 @@ class ShareDelivery:
                 await close_quietly(stream)
         except (StreamError, BaseLibp2pError, OSError, trio.TooSlowError) as err:
             log.info("share.hint_failed", peer_id=device, error=str(err) or type(err).__name__)
+            return False
+        return True
 
-    async def _mail(self, friend: peering_store.Friend) -> None:
+    async def _mail(self, friend: peering_store.Friend, head: int) -> None:
         after = await self._db.read(share_cursors.mailed_cursor, friend.did)
+        if after >= head:
+            return
         items, scanned, _more = await self._db.read(
             _share_page, friend.did, after, MAIL_ITEMS, now_ms()
         )

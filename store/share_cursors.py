@@ -53,3 +53,11 @@ def advance_mailed_cursor(db: SqliteDatabase, recipient_did: str, after: int, no
             " mailed_at_ms = excluded.mailed_at_ms",
             (recipient_did, after, now_ms),
         )
+
+
+def feed_head(db: SqliteDatabase) -> int:
+    """The newest position of our share feed (0: nothing shared yet): whether anything was
+    shared since a friend was last told."""
+    with db.atomic():
+        (head,) = connection(db).execute("SELECT coalesce(max(seq), 0) FROM share_feed").fetchone()
+    return int(head)
