@@ -20,7 +20,7 @@ from protocols.share_bundle import BundleRefused, ShareBundle
 from protocols.share_crypto import KeyContext, wrap_key
 from protocols.sharing import GrantRevocation, Irrevocable, Permission, SharingGrant, TargetKind
 from protocols.vault_records import SharingLevel
-from store import peering
+from store import peering, share_cursors
 from store.access import AccessRule
 from store.errors import AcuNotFound
 from store.identity import IdentityRow, save_identity
@@ -682,3 +682,30 @@ def test_garbage_items_are_refused(people: dict[str, Person]) -> None:
         assert refused.value.code == "malformed"
     with pytest.raises(MalformedInput):
         ShareBundle.from_wire(b"\xa0")
+
+
+# --- delivery cursors (store.share_cursors) -------------------------------------------------------
+
+
+def test_delivery_cursors_start_at_zero_and_never_move_back(people: dict[str, Person]) -> None:
+    db = people["dave"].db
+    assert share_cursors.pull_cursor(db, "peer") == 0
+    assert share_cursors.mailed_cursor(db, "did:key:z") == 0
+    share_cursors.advance_pull_cursor(db, "peer", 7, 1)
+    share_cursors.advance_pull_cursor(db, "peer", 3, 2)  # a late writer changes nothing
+    share_cursors.advance_mailed_cursor(db, "did:key:z", 5, 1)
+    share_cursors.advance_mailed_cursor(db, "did:key:z", 2, 2)
+    assert share_cursors.pull_cursor(db, "peer") == 7
+    assert share_cursors.mailed_cursor(db, "did:key:z") == 5
+    assert share_cursors.pull_cursor(db, "other") == 0
+    assert share_cursors.feed_head(db) == 0
+
+
+def test_the_feed_head_moves_with_each_share(people: dict[str, Person]) -> None:
+    alice, bob = people["alice"], people["bob"]
+    before = share_cursors.feed_head(alice.db)
+    first, second = acus(alice)[:2]
+    share_acu(alice.db, alice.signer, first, TargetKind.DID, bob.did, T0)
+    after_one = share_cursors.feed_head(alice.db)
+    share_acu(alice.db, alice.signer, second, TargetKind.NETWORK, None, T0)
+    assert before < after_one < share_cursors.feed_head(alice.db)
