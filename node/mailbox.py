@@ -108,7 +108,7 @@ class MailboxService:
 
     def friends_changed(self) -> None:
         """A friendship was accepted: register again where our registrations do not let every
-        friend deposit (`_keep_registrations`)."""
+        friend deposit (`refresh_registrations`)."""
         self._trust_changed.set()
 
     def peer_connected(self, peer_id: str) -> None:
@@ -145,6 +145,10 @@ class MailboxService:
         allowed_senders = sorted(set(allowed_senders) | await self._db.read(_friend_dids))
         state = await self._db.read(trust_state)
         now = now_ms()
+        # While an invite code of ours is out, whoever uses it may leave us a friend request
+        # (the registration is open until the last one expires, never past the registration).
+        invites_until = await self._db.read(peering_store.invites_open_until, now)
+        open_until = None if invites_until is None else min(invites_until, now + days * DAY_MS)
         registration = RelayRegistration.create(
             signing_key=self._signer.signing_key,
             recipient_did=self._did,
@@ -154,6 +158,7 @@ class MailboxService:
                 p for p, d in state.devices.items() if d.status is DeviceStatus.REVOKED
             ),
             quota_bytes=quota_bytes,
+            open_until_ms=open_until,
             expires_at_ms=now + days * DAY_MS,
             issued_at_ms=now,
         )
@@ -213,36 +218,49 @@ class MailboxService:
         self._on_written()
 
     async def _keep_registrations(self) -> None:
-        """Register again, with the same terms, where this device registered before, when the
-        registration is past half its life (renewal), when a device of ours was revoked since
-        (the relay checks devices by their certificates and must be told), or when a friend
-        may not deposit there yet (friends are always allowed senders)."""
+        """Keep our registrations current (`refresh_registrations`), whenever something they
+        depend on changed and every REGISTRATION_CHECK_S."""
         while True:
             with trio.move_on_after(REGISTRATION_CHECK_S):
                 await self._trust_changed.wait()
             self._trust_changed = trio.Event()
-            state = await self._db.read(trust_state)
-            revoked = {p for p, d in state.devices.items() if d.status is DeviceStatus.REVOKED}
-            relays = await self._db.read(mailbox_store.relay_list)
-            listed = dict(relays.relays) if relays else {}
-            friends = await self._db.read(_friend_dids)
-            for relay, old in (await self._db.read(mailbox_store.saved_registrations)).items():
-                lifetime = old.expires_at_ms - old.issued_at_ms
-                stale = now_ms() > old.issued_at_ms + lifetime // 2
-                unchanged = revoked <= set(old.revoked_devices) and friends <= set(
-                    old.allowed_senders
+            await self.refresh_registrations()
+
+    async def refresh_registrations(self) -> None:
+        """Register again, with the same terms, where this device registered before, when the
+        registration is past half its life (renewal), when a device of ours was revoked since
+        (the relay checks devices by their certificates and must be told), when a friend may
+        not deposit there yet (friends are always allowed senders), or when an invite code of
+        ours is out longer than the registration is open to anyone."""
+        state = await self._db.read(trust_state)
+        revoked = {p for p, d in state.devices.items() if d.status is DeviceStatus.REVOKED}
+        relays = await self._db.read(mailbox_store.relay_list)
+        listed = dict(relays.relays) if relays else {}
+        friends = await self._db.read(_friend_dids)
+        now = now_ms()
+        invites_until = await self._db.read(peering_store.invites_open_until, now)
+        for relay, old in (await self._db.read(mailbox_store.saved_registrations)).items():
+            lifetime = old.expires_at_ms - old.issued_at_ms
+            stale = now > old.issued_at_ms + lifetime // 2
+            closed = invites_until is not None and (old.open_until_ms or 0) < min(
+                invites_until, old.expires_at_ms
+            )
+            unchanged = (
+                revoked <= set(old.revoked_devices)
+                and friends <= set(old.allowed_senders)
+                and not closed
+            )
+            if relay not in listed or (unchanged and not stale):
+                continue
+            try:
+                await self.register(
+                    f"{listed[relay][0]}/p2p/{relay}",
+                    quota_bytes=old.quota_bytes,
+                    days=max(1, lifetime // DAY_MS),
+                    allowed_senders=old.allowed_senders,
                 )
-                if relay not in listed or (unchanged and not stale):
-                    continue
-                try:
-                    await self.register(
-                        f"{listed[relay][0]}/p2p/{relay}",
-                        quota_bytes=old.quota_bytes,
-                        days=max(1, lifetime // DAY_MS),
-                        allowed_senders=old.allowed_senders,
-                    )
-                except (RelayUnreachable, MailboxRefused, MailboxFailed) as err:
-                    log.warning("mailbox.reregister_failed", relay=relay, error=str(err))
+            except (RelayUnreachable, MailboxRefused, MailboxFailed) as err:
+                log.warning("mailbox.reregister_failed", relay=relay, error=str(err))
 
     # --- links ---------------------------------------------------------------------------------
 

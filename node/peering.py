@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nacl.signing
@@ -81,6 +81,7 @@ HOUR_MS = 3600 * 1000
 UNSOLICITED_PER_MINUTE = 10
 DIAL_TIMEOUT_S = 10.0
 ANSWER_TIMEOUT_S = 15.0
+INVITE_RELAYS_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 30.0
 
 
@@ -117,6 +118,9 @@ class PeeringService:
         # Told the DID of each connection that became accepted (the node delivers shares to
         # the new friend and lets it mail us through our relays).
         self.on_connected: Callable[[str], None] = lambda did: None
+        # Awaited after an invite is made, before its code is given out: the node opens its
+        # relay registrations to whoever uses the code (node/mailbox.py).
+        self.on_invited: Callable[[], Awaitable[None]] | None = None
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -133,6 +137,11 @@ class PeeringService:
             expires_at_ms=now + hours * HOUR_MS,
         )
         await self._db.write(peering_store.create_invite, token, now, code.expires_at_ms)
+        if self.on_invited is not None:
+            # Bounded: an unreachable relay must not hold the code back (the registrations
+            # are kept current in the background anyway).
+            with trio.move_on_after(INVITE_RELAYS_TIMEOUT_S):
+                await self.on_invited()
         log.info("peering.invited", expires_at_ms=code.expires_at_ms, relays=len(me.relays))
         return {"code": code.to_text(), "did": self._did, "expires_at_ms": code.expires_at_ms}
 

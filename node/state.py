@@ -69,6 +69,7 @@ class NodeState:
         )
         self.mailbox.inbox.register_handler(SHARE_LETTER, self.shares.on_letter)
         self.peering.on_connected = self.friend_connected
+        self.peering.on_invited = self.mailbox.refresh_registrations
         # The global commons: GossipSub on vivim/global/1 and the /vivim/global/1.0.0 pull.
         self.commons = CommonsService(host, db, identity, on_written=self.local_changed)
         self.metrics = NodeMetrics(

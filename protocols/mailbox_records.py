@@ -23,7 +23,7 @@ from typing import Self
 
 import nacl.signing
 
-from protocols.canonical import canonical_encode
+from protocols.canonical import canonical_decode, canonical_encode
 from protocols.errors import InvalidPeerId, LocalProtocolError, MalformedInput
 from protocols.identity_records import (
     SIGNATURE_LENGTH,
@@ -92,6 +92,11 @@ class RelayRegistration:
     expires_at_ms: int
     issued_at_ms: int
     signature: bytes
+    # Until then, anyone may deposit too: the recipient has invite codes out, and whoever uses
+    # one must be able to reach them while they are away (a friend request). None: only
+    # `allowed_senders`. On the wire only when set, so registrations without it keep their
+    # bytes (and signatures).
+    open_until_ms: int | None = None
 
     def __post_init__(self) -> None:
         _check_did("recipient_did", self.recipient_did)
@@ -127,6 +132,10 @@ class RelayRegistration:
         _check_uint("issued_at_ms", self.issued_at_ms)
         if self.expires_at_ms <= self.issued_at_ms:
             raise MalformedInput("expires_at_ms is not after issued_at_ms")
+        if self.open_until_ms is not None:
+            _check_uint("open_until_ms", self.open_until_ms)
+            if not self.issued_at_ms < self.open_until_ms <= self.expires_at_ms:
+                raise MalformedInput("open_until_ms is not after issuing and by the expiry")
         _check_bytes("signature", self.signature, SIGNATURE_LENGTH)
 
     @classmethod
@@ -141,6 +150,7 @@ class RelayRegistration:
         quota_bytes: int,
         expires_at_ms: int,
         issued_at_ms: int,
+        open_until_ms: int | None = None,
     ) -> Self:
         """A registration signed by `signing_key`, a device of `recipient_did` (the device id is
         its peer id); `allowed_senders` sorted and deduplicated. `LocalProtocolError` for a
@@ -156,14 +166,18 @@ class RelayRegistration:
                 expires_at_ms=expires_at_ms,
                 issued_at_ms=issued_at_ms,
                 signature=bytes(SIGNATURE_LENGTH),
+                open_until_ms=open_until_ms,
             )
         except (MalformedInput, TypeError) as err:
             raise LocalProtocolError(f"cannot make this registration: {err}") from err
         return replace(unsigned, signature=_sign(signing_key, unsigned.signed_bytes()))
 
-    def allows_sender(self, sender_did: str) -> bool:
-        """Whether devices of `sender_did` may deposit: the recipient itself, or a listed DID."""
-        return sender_did == self.recipient_did or sender_did in self.allowed_senders
+    def allows_sender(self, sender_did: str, now_ms: int | None = None) -> bool:
+        """Whether devices of `sender_did` may deposit: the recipient itself, a listed DID, or
+        anyone while the registration is open (at `now_ms`)."""
+        if sender_did == self.recipient_did or sender_did in self.allowed_senders:
+            return True
+        return self.open_until_ms is not None and now_ms is not None and now_ms < self.open_until_ms
 
     def is_expired(self, now_ms: int) -> bool:
         """Whether the registration is expired at `now_ms` (valid strictly before its expiry)."""
@@ -180,6 +194,7 @@ class RelayRegistration:
             "quota_bytes": self.quota_bytes,
             "expires_at_ms": self.expires_at_ms,
             "issued_at_ms": self.issued_at_ms,
+            **({} if self.open_until_ms is None else {"open_until_ms": self.open_until_ms}),
         }
 
     def signed_bytes(self) -> bytes:
@@ -196,8 +211,12 @@ class RelayRegistration:
     @classmethod
     def from_wire(cls, data: bytes) -> Self:
         """Decode `to_wire` bytes; raises `MalformedInput`. Does not verify the signature."""
-        fields = _decode_fields(data, REGISTRATION_TYPE, _REGISTRATION_FIELDS)
+        value = canonical_decode(data)
+        opened = isinstance(value, dict) and "open_until_ms" in value
+        names = (*_REGISTRATION_FIELDS, "open_until_ms") if opened else _REGISTRATION_FIELDS
+        fields = _decode_fields(data, REGISTRATION_TYPE, names)
         return cls(
+            open_until_ms=_take(fields, "open_until_ms", int) if opened else None,
             recipient_did=_take(fields, "recipient_did", str),
             device=_take(fields, "device", str),
             relay=_take(fields, "relay", str),

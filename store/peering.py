@@ -133,6 +133,21 @@ def create_invite(db: SqliteDatabase, token: bytes, created_at_ms: int, expires_
         )
 
 
+def invites_open_until(db: SqliteDatabase, now_ms: int) -> int | None:
+    """When the last of our unspent, unexpired invite codes expires; None if none is out."""
+    with db.atomic():
+        (until,) = (
+            connection(db)
+            .execute(
+                "SELECT max(expires_at_ms) FROM peering_invite"
+                " WHERE spent_by IS NULL AND expires_at_ms > ?",
+                (now_ms,),
+            )
+            .fetchone()
+        )
+    return None if until is None else int(until)
+
+
 def _spend_token(conn: sqlite3.Connection, token: bytes, did: str, now_ms: int) -> None:
     row = conn.execute(
         "SELECT expires_at_ms, spent_by FROM peering_invite WHERE token = ?", (token,)

@@ -113,7 +113,7 @@ def deposit(
                 f"{envelope.recipient_did} has no current registration with this relay",
             )
         registration = RelayRegistration.from_wire(bytes(row[0]))
-        if not registration.allows_sender(sender_did):
+        if not registration.allows_sender(sender_did, now_ms):
             raise RelayRefused(
                 "sender_not_allowed",
                 f"{envelope.recipient_did} does not accept mail from {sender_did}",

@@ -596,7 +596,25 @@ TAMPERED: dict[str, object] = {
     "relays": ((RELAY, ("/ip4/127.0.0.1/tcp/4002",)),),
     "version": 4,
     "device": SENDER_DEVICE,
+    "open_until_ms": EXPIRES_AT_MS,
 }
+
+
+def test_an_open_registration_lets_anyone_deposit_until_it_closes() -> None:
+    closed = make_registration(allowed_senders=())
+    opened = make_registration(allowed_senders=(), open_until_ms=NOW_MS + 1000)
+    opened.verify()
+    assert not closed.allows_sender(SENDER_DID, NOW_MS)
+    assert opened.allows_sender(SENDER_DID, NOW_MS + 999)
+    assert not opened.allows_sender(SENDER_DID, NOW_MS + 1000)
+    assert not opened.allows_sender(SENDER_DID)  # no time given: only who is listed
+    assert RelayRegistration.from_wire(opened.to_wire()) == opened
+    # Without it, the record's bytes are what they were before the field existed.
+    assert "open_until_ms" not in canonical_decode(closed.to_wire())
+    assert canonical_decode(opened.to_wire())["open_until_ms"] == NOW_MS + 1000
+    for bad in (NOW_MS, EXPIRES_AT_MS + 1, -1):
+        with pytest.raises(LocalProtocolError):
+            make_registration(open_until_ms=bad)
 
 
 @pytest.mark.parametrize("make", [make_registration, make_relay_list], ids=CODEC_IDS[2:])

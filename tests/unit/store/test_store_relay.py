@@ -119,6 +119,40 @@ def refused(db: peewee.SqliteDatabase, code: str, mail: Envelope, sender: Person
     assert relay_status(db) == before
 
 
+def test_an_open_registration_takes_anyones_mail_until_it_closes(db: peewee.SqliteDatabase) -> None:
+    alice, carol = Person(1), Person(3)
+    opened = RelayRegistration.create(
+        signing_key=alice.device,
+        recipient_did=alice.did,
+        relay=RELAY,
+        quota_bytes=10_000,
+        expires_at_ms=T0 + 30 * DAY,
+        issued_at_ms=T0 - 1,
+        open_until_ms=T0 + 1,
+    )
+    register(db, opened, T0)
+    deposit(
+        db,
+        envelope(carol, alice),
+        sender_did=carol.did,
+        depositor=carol.peer_id,
+        now_ms=T0,
+        limits=LIMITS,
+    )
+    before = relay_status(db)
+    with pytest.raises(RelayRefused) as caught:
+        deposit(
+            db,
+            envelope(carol, alice, b"later"),
+            sender_did=carol.did,
+            depositor=carol.peer_id,
+            now_ms=T0 + 1,
+            limits=LIMITS,
+        )
+    assert caught.value.code == "sender_not_allowed"
+    assert relay_status(db) == before
+
+
 def test_each_refusal_says_why_and_changes_nothing(db: peewee.SqliteDatabase) -> None:
     alice, bob, carol = Person(1), Person(2), Person(3)
     refused(db, "unregistered_recipient", envelope(alice, alice), alice)
