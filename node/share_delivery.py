@@ -65,7 +65,7 @@ from store import share_cursors
 from store.database import write_transaction
 from store.devices import Credentials, credentials_of, trust_state
 from store.mailbox import OpenedLetter
-from store.share_delivery import accept_item, share_page
+from store.share_delivery import share_page, take_item
 
 log = structlog.get_logger()
 
@@ -421,7 +421,9 @@ def _share_page(
 
 
 def _accept(db: SqliteDatabase, item: bytes, encryption_key: bytes, now: int) -> str | None:
-    return accept_item(db, item, encryption_key=encryption_key, now_ms=now)
+    """The grant a share item was about, if it was new here (None: nothing new)."""
+    grant, new = take_item(db, item, encryption_key=encryption_key, now_ms=now)
+    return grant if new else None
 
 
 def _accept_page(

@@ -65,6 +65,7 @@ __all__ = [
     "list_received",
     "share_items_for",
     "share_page",
+    "take_item",
 ]
 
 # Items made per call: a page of the share pull holds at most 1000 (protocols.share_sync).
@@ -278,6 +279,14 @@ def accept_item(
 ) -> str | None:
     """Accept one pulled item's wire bytes (a bundle or a revocation): the grant id it was
     about, or None for a revocation of a share we never received. Raises as the two below."""
+    return take_item(db, item, encryption_key=encryption_key, now_ms=now_ms)[0]
+
+
+def take_item(
+    db: SqliteDatabase, item: bytes, *, encryption_key: bytes, now_ms: int
+) -> tuple[str | None, bool]:
+    """`accept_item`, and whether the item was new here (a bundle or revocation received
+    before, by a pull or a letter, changes nothing and is not new)."""
     try:
         value = canonical_decode(item)
     except MalformedInput as err:
@@ -285,10 +294,12 @@ def accept_item(
     kind = value.get("type") if isinstance(value, dict) else None
     if kind == BUNDLE_TYPE:
         bundle = _decoded(ShareBundle.from_wire, item)
-        return accept_bundle(db, bundle, encryption_key=encryption_key, now_ms=now_ms).grant_id
+        accepted = accept_bundle(db, bundle, encryption_key=encryption_key, now_ms=now_ms)
+        return accepted.grant_id, accepted.new
     if kind == REVOCATION_TYPE:
         revocation = _decoded(GrantRevocation.from_wire, item)
-        return revocation.grant_id if accept_revocation(db, revocation, now_ms=now_ms) else None
+        stored = accept_revocation(db, revocation, now_ms=now_ms)
+        return (revocation.grant_id if stored else None), stored
     raise BundleRefused("malformed", f"not a share item (type {kind!r:.60})")
 
 
