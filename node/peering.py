@@ -33,6 +33,7 @@ from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.exceptions import BaseLibp2pError
 from libp2p.network.stream.exceptions import StreamError
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 from peewee import SqliteDatabase
@@ -121,6 +122,44 @@ class PeeringService:
         # Awaited after an invite is made, before its code is given out: the node opens its
         # relay registrations to whoever uses the code (node/mailbox.py).
         self.on_invited: Callable[[], Awaitable[None]] | None = None
+        self._nursery: trio.Nursery | None = None
+        # Friends whose device took our acceptance again this run (`peer_connected`).
+        self._confirmed: set[str] = set()
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def peer_connected(self, peer_id: str) -> None:
+        """A connection opened: if it is a device of someone whose request we accepted, hand
+        it our acceptance again (once a run): an acceptance made while they were away, with no
+        relay to take it, reaches them this way without anyone running `friend accept` again.
+        Taking an acceptance twice changes nothing."""
+        if self._nursery is not None:
+            self._nursery.start_soon(self._confirm, peer_id)
+
+    async def _confirm(self, peer_id: str) -> None:
+        did = await self._db.read(peering_store.did_of_device, peer_id)
+        if did is None or did in self._confirmed:
+            return
+        found = await self._db.read(peering_store.connection_with, did)
+        if found is None or found.direction != "incoming" or found.acceptance is None:
+            return
+        addrs = [a for a in found.addrs if a.rstrip("/").endswith(f"/p2p/{peer_id}")]
+        addrs += [
+            f"{a}/p2p/{peer_id}" for a in self._host.get_peerstore().addrs(ID.from_base58(peer_id))
+        ]
+        for addr in addrs:
+            try:
+                await self._send_direct(addr, ConnectionAcceptance.from_wire(found.acceptance))
+            except (_Unreachable, PeeringFailed) as err:
+                log.debug("peering.confirm_failed", did=did, error=str(err))
+                continue
+            self._confirmed.add(did)
+            log.info("peering.acceptance_confirmed", did=did)
+            return
 
     # --- commands ---------------------------------------------------------------------------
 

@@ -155,12 +155,21 @@ async def _serve(
     dial += [
         f"{addrs[0]}/p2p/{peer}" for peer, addrs in devices.items() if peer not in bootstrapped
     ]
-    # And to our friends (at the first address each gave), so shares reach them at once.
+    # And to our friends (at the first address each gave), so shares reach them at once, and
+    # to those we asked and who have not answered, so an acceptance they made while we were
+    # away reaches us when we meet (node/peering.py, `peer_connected`).
     dialled = {addr.rstrip("/").rsplit("/p2p/", 1)[-1] for addr in dial}
-    for friend in await db.read(peering_store.friends):
-        first = next((a for a in friend.addrs if "/p2p/" in a), None)
+    people = [friend.addrs for friend in await db.read(peering_store.friends)]
+    people += [
+        asked.addrs
+        for asked in await db.read(partial(peering_store.connections, state="pending"))
+        if asked.direction == "outgoing"
+    ]
+    for addrs in people:
+        first = next((a for a in addrs if "/p2p/" in a), None)
         if first is not None and first.rsplit("/p2p/", 1)[-1] not in dialled:
             dial.append(first)
+            dialled.add(first.rsplit("/p2p/", 1)[-1])
     async with host.run([Multiaddr(a) for a in config.listen]):
         try:
             check_listening(host, config.listen)
@@ -169,6 +178,7 @@ async def _serve(
                 await nursery.start(state.mailbox.run)
                 await nursery.start(state.commons.run)
                 await nursery.start(state.shares.run)
+                await nursery.start(state.peering.run)
                 if relay is not None:
                     await nursery.start(relay.run)
                 nursery.start_soon(state.watcher.run)

@@ -115,6 +115,7 @@ class NodeState:
             self.mailbox.peer_connected(peer_id)
             self.commons.peer_connected(peer_id)
             self.shares.peer_connected(peer_id)
+            self.peering.peer_connected(peer_id)
 
     async def record_peers(self) -> None:
         """Write queued sightings to the peer table, in order, until cancelled."""

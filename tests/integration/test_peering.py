@@ -219,3 +219,28 @@ async def test_a_request_to_an_offline_person_goes_through_their_relay(
     accepted = await cli_json(alice, "friend", "accept", did(bob))
     assert accepted["via"] == "direct"
     assert [f["did"] for f in await friends(bob)] == [did(alice)]
+
+
+async def test_an_acceptance_made_while_the_requester_was_away_reaches_them_when_they_return(
+    start: StartNode,
+) -> None:
+    alice = await start("alice")
+    bob = await start("bob")
+    sent = await cli_json(bob, "friend", "add", await invite(alice))
+    assert sent["state"] == "pending"
+    await bob.stop()
+
+    # Bob is away and has no relay: the acceptance cannot be delivered now.
+    accepted = await cli_json(alice, "friend", "accept", did(bob))
+    assert accepted["via"].startswith("not delivered yet")
+    assert [f["did"] for f in await friends(alice)] == [did(bob)]
+
+    # Bob comes back (his node dials Alice, whom he asked): Alice's node hands him the
+    # acceptance on the connection, with nobody running `friend accept` again.
+    bob = await start("bob")
+    with trio.fail_after(WAIT_S):
+        while not await friends(bob):
+            await trio.sleep(0.2)
+    (alice_seen,) = await friends(bob)
+    assert alice_seen["did"] == did(alice)
+    assert '"peering.acceptance_confirmed"' in alice.stderr_path.read_text()
