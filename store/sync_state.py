@@ -1,9 +1,12 @@
 """What sync needs from the vault: who may sync, the heads, the ops a peer lacks, and applying a
 batch together with the bookkeeping of the peer it came from.
 
-The "may see" rule lives here: the devices of the vault's own DID that are trusted see the whole
-vault; any other peer sees nothing (the sharing issue widens this). A revoked device, or one a
-revocation cascaded to, is refused like a stranger: it receives nothing new.
+The "may see" rule of the op log lives here: the devices of the vault's own DID that are
+trusted see the whole vault; any other peer sees nothing of it, because ops carry plaintext. What
+friends may see (the sharing issue) is synced apart, as encrypted share items over
+/vivim/share/1.0.0, with the rule of `store.access.resolve_access` (store/share_delivery.py). A
+revoked device, or one a revocation cascaded to, is refused like a stranger: it receives nothing
+new.
 
 `ops_after` streams: it reads one device's stretch at a time with the (device, seq) index and
 stops at the batch's bounds, so a peer catching up on a large history never makes this side hold
