@@ -46,7 +46,7 @@ from node.database import Database
 from node.streams import close_quietly, read_some, write_quietly
 from protocols.envelope import MAX_ENVELOPE_BYTES, Envelope
 from protocols.errors import MalformedInput, ProtocolError, RemoteProtocolError
-from protocols.identity_records import DeviceCertificate, IdentityKeyRotation
+from protocols.identity_records import DeviceCertificate
 from protocols.mailbox import (
     MAX_FRAME,
     Ack,
@@ -66,7 +66,7 @@ from protocols.mailbox import (
 )
 from protocols.mailbox_notice import MAILBOX_NOTICE_PROTOCOL_ID, encode_notice
 from protocols.mailbox_records import RelayRegistration
-from protocols.trust import IdentityKeys, compute_trust
+from protocols.trust import UntrustedCredentials, check_credentials
 from store import relay as relay_store
 
 log = structlog.get_logger()
@@ -163,26 +163,20 @@ def check_introduction(
     relay saw before (`known_rotations`): the relay has no vault, and a client must not be
     able to leave a rotation out to make a retired identity key count again."""
     try:
-        certificate = DeviceCertificate.from_wire(introduce.certificate)
-        chain = [DeviceCertificate.from_wire(wire) for wire in introduce.chain]
-        rotations = [
-            IdentityKeyRotation.from_wire(wire) for wire in (*introduce.rotations, *known_rotations)
-        ]
+        vouched = check_credentials(
+            introduce.certificate,
+            introduce.chain,
+            (*introduce.rotations, *known_rotations),
+            device=peer_id,
+        )
     except MalformedInput as err:
         raise Refusal(RefusalCode.MALFORMED, f"the credentials do not decode: {err}") from err
-    if certificate.device_peer_id != peer_id:
-        raise Refusal(RefusalCode.UNAUTHORIZED, "the certificate is not this peer's")
-    keys = IdentityKeys.from_rotations(certificate.did, rotations)
-    state = compute_trust(keys, [certificate, *chain], [])
-    if not state.is_trusted(peer_id):
-        raise Refusal(
-            RefusalCode.UNAUTHORIZED,
-            f"the certificates given do not make this peer a device of {certificate.did}",
-        )
+    except UntrustedCredentials as err:
+        raise Refusal(RefusalCode.UNAUTHORIZED, str(err)) from err
     return Introduction(
-        did=certificate.did,
-        approvers=state.devices[peer_id].chain,
-        rotations=tuple(rotation.to_wire() for rotation in keys.rotations),
+        did=vouched.did,
+        approvers=vouched.state.devices[peer_id].chain,
+        rotations=tuple(rotation.to_wire() for rotation in vouched.keys.rotations),
     )
 
 

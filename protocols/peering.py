@@ -37,9 +37,7 @@ from protocols.cid import content_id_of_bytes
 from protocols.errors import BadSignature, LocalProtocolError, MalformedInput, RemoteProtocolError
 from protocols.identity_records import (
     SIGNATURE_LENGTH,
-    DeviceCertificate,
     EncryptionKeyBinding,
-    IdentityKeyRotation,
     _check_bytes,
     _check_did,
     _check_uint,
@@ -51,7 +49,7 @@ from protocols.identity_records import (
 from protocols.pairing_code import _check_addrs, _check_str
 from protocols.pairing_messages import MAX_CHAIN, MAX_IDENTITY_ROTATIONS, _check_blob, _check_blobs
 from protocols.peer_id import ed25519_public_key_from_peer_id, peer_id_from_ed25519_public_key
-from protocols.trust import IdentityKeys, compute_trust
+from protocols.trust import IdentityKeys, UntrustedCredentials, check_credentials
 
 __all__ = [
     "ACCEPTANCE_TYPE",
@@ -337,19 +335,18 @@ class _Signed:
             raise NotForUs(f"the {self._noun} is for {self.to_did}, not us")
         self.verify()
         try:
-            certificate = DeviceCertificate.from_wire(self.certificate)
-            chain = [DeviceCertificate.from_wire(wire) for wire in self.chain]
-            rotations = [IdentityKeyRotation.from_wire(wire) for wire in self.rotations]
+            vouched = check_credentials(
+                self.certificate,
+                self.chain,
+                self.rotations,
+                device=self.from_device,
+                did=self.from_did,
+            )
         except MalformedInput as err:
             raise UntrustedSender(f"the credentials do not decode: {err}") from err
-        if certificate.device_peer_id != self.from_device or certificate.did != self.from_did:
-            raise UntrustedSender("the certificate is not the signing device's for its DID")
-        keys = IdentityKeys.from_rotations(self.from_did, rotations)
-        if not compute_trust(keys, [certificate, *chain], []).is_trusted(self.from_device):
-            raise UntrustedSender(
-                f"the certificates given do not make {self.from_device} a device of {self.from_did}"
-            )
-        return check_binding(self.encryption_binding, self.from_did, keys)
+        except UntrustedCredentials as err:
+            raise UntrustedSender(str(err)) from err
+        return check_binding(self.encryption_binding, self.from_did, vouched.keys)
 
     @property
     def _noun(self) -> str:

@@ -48,8 +48,6 @@ from protocols.cid import check_content_id, content_id_of_bytes
 from protocols.errors import LocalProtocolError, MalformedInput, RemoteProtocolError
 from protocols.identity_records import (
     SIGNATURE_LENGTH,
-    DeviceCertificate,
-    IdentityKeyRotation,
     _check_bytes,
     _check_did,
     _check_uint,
@@ -60,7 +58,7 @@ from protocols.identity_records import (
 )
 from protocols.mailbox_records import _check_peer_id
 from protocols.peer_id import ed25519_public_key_from_peer_id, peer_id_from_ed25519_public_key
-from protocols.trust import IdentityKeys, compute_trust
+from protocols.trust import UntrustedCredentials, check_credentials
 from protocols.vault_records import acu_id, conversation_id
 
 __all__ = [
@@ -323,22 +321,17 @@ def verify_publication(publication: GlobalPublication) -> None:
         raise ContentMismatch("the content is not the content its content_id names")
     publication.decoded_content()
     try:
-        certificate = DeviceCertificate.from_wire(publication.certificate)
-        chain = [DeviceCertificate.from_wire(wire) for wire in publication.chain]
-        rotations = [IdentityKeyRotation.from_wire(wire) for wire in publication.rotations]
+        check_credentials(
+            publication.certificate,
+            publication.chain,
+            publication.rotations,
+            device=publication.publisher_device,
+            did=publication.publisher_did,
+        )
     except MalformedInput as err:
         raise UntrustedPublisher(f"the credentials do not decode: {err}") from err
-    if certificate.device_peer_id != publication.publisher_device:
-        raise UntrustedPublisher("the certificate is not the publishing device's")
-    if certificate.did != publication.publisher_did:
-        raise UntrustedPublisher(f"the certificate is for {certificate.did}, not the publisher")
-    keys = IdentityKeys.from_rotations(publication.publisher_did, rotations)
-    state = compute_trust(keys, [certificate, *chain], [])
-    if not state.is_trusted(publication.publisher_device):
-        raise UntrustedPublisher(
-            f"the certificates given do not make {publication.publisher_device} a device of "
-            f"{publication.publisher_did}"
-        )
+    except UntrustedCredentials as err:
+        raise UntrustedPublisher(str(err)) from err
 
 
 # --- content --------------------------------------------------------------------------------------

@@ -35,8 +35,6 @@ from protocols.canonical import canonical_decode, canonical_encode
 from protocols.cid import content_id_of_bytes
 from protocols.errors import BadSignature, MalformedInput, RemoteProtocolError
 from protocols.identity_records import (
-    DeviceCertificate,
-    IdentityKeyRotation,
     _check_did,
     _decode_fields,
     _take,
@@ -51,7 +49,7 @@ from protocols.share_crypto import (
     unwrap_with_circle_key,
 )
 from protocols.sharing import CircleKeyVersion, SharingGrant, TargetKind
-from protocols.trust import IdentityKeys, compute_trust
+from protocols.trust import UntrustedCredentials, check_credentials
 
 __all__ = [
     "BUNDLE_TYPE",
@@ -321,22 +319,12 @@ def _check_credentials(
     did: str,
     device: str,
 ) -> None:
-    certificate = _decode(DeviceCertificate.from_wire, certificate_wire, "certificate")
-    chain = [_decode(DeviceCertificate.from_wire, wire, "chain") for wire in chain_wires]
-    rotations = [
-        _decode(IdentityKeyRotation.from_wire, wire, "rotations") for wire in rotation_wires
-    ]
-    if certificate.device_peer_id != device or certificate.did != did:
-        raise BundleRefused("untrusted_device", "the certificate is not the grant signer's")
     try:
-        keys = IdentityKeys.from_rotations(did, rotations)
-        state = compute_trust(keys, [certificate, *chain], [])
-    except (MalformedInput, BadSignature) as err:
-        raise BundleRefused("untrusted_device", f"the credentials do not check: {err}") from err
-    if not state.is_trusted(device):
-        raise BundleRefused(
-            "untrusted_device", f"the credentials do not make {device} a device of {did}"
-        )
+        check_credentials(certificate_wire, chain_wires, rotation_wires, device=device, did=did)
+    except MalformedInput as err:
+        raise BundleRefused("malformed", f"the credentials do not decode: {err}") from err
+    except UntrustedCredentials as err:
+        raise BundleRefused("untrusted_device", str(err)) from err
 
 
 @functools.lru_cache(maxsize=64)

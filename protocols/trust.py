@@ -46,6 +46,13 @@ class DeviceNotTrusted(RemoteProtocolError):
     code = "device_not_trusted"
 
 
+class UntrustedCredentials(RemoteProtocolError):
+    """Credentials that do not make a device a trusted device of the DID they name
+    (`check_credentials`)."""
+
+    code = "untrusted_device"
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class IdentityKey:
     """One version of the identity's signing key and when it was the current one."""
@@ -358,3 +365,45 @@ def _root(trusted: Mapping[str, DeviceCertificate], revocation: Revocation) -> s
 def _cut(peer_id: str, revocations: Iterable[Revocation]) -> int:
     cuts = [r.cuts[peer_id] for r in revocations if peer_id in r.cuts]
     return min(cuts, default=0)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Vouched:
+    """What a device's credentials proved: it is a trusted device of `did`, by `keys` (the
+    identity keys the rotations given make) and `state` (the trust those certificates make)."""
+
+    did: str
+    keys: IdentityKeys
+    state: TrustState
+
+
+def check_credentials(
+    certificate: bytes,
+    chain: Iterable[bytes],
+    rotations: Iterable[bytes],
+    *,
+    device: str,
+    did: str | None = None,
+) -> Vouched:
+    """Check a device's credentials as a first op carries them (its certificate, the
+    certificates above it, the identity's key rotations; wire bytes) without a vault: they must
+    make `device` a trusted device of the certificate's DID, and that DID `did` if given. This
+    is how a relay, a friend, a grantee or a stranger learns whom a peer speaks for.
+
+    `MalformedInput` for bytes that do not decode; `UntrustedCredentials` for credentials that
+    decode but do not prove it. A device revoked later is not known here: revocations travel in
+    the owner's op log, which these peers do not hold."""
+    cert = DeviceCertificate.from_wire(certificate)
+    above = [DeviceCertificate.from_wire(wire) for wire in chain]
+    keys_records = [IdentityKeyRotation.from_wire(wire) for wire in rotations]
+    if cert.device_peer_id != device:
+        raise UntrustedCredentials(f"the certificate is not {device}'s")
+    if did is not None and cert.did != did:
+        raise UntrustedCredentials(f"the certificate is for {cert.did}, not {did}")
+    keys = IdentityKeys.from_rotations(cert.did, keys_records)
+    state = compute_trust(keys, [cert, *above], [])
+    if not state.is_trusted(device):
+        raise UntrustedCredentials(
+            f"the certificates given do not make {device} a device of {cert.did}"
+        )
+    return Vouched(did=cert.did, keys=keys, state=state)
