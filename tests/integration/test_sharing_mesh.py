@@ -165,8 +165,7 @@ async def test_circles_direct_shares_offline_delivery_and_a_global_publication(
     for marker in MARKERS:
         assert marker.encode() not in held
 
-    # ACU1 goes public: Dave, connected only to Bob, gets and verifies it (by gossip: he pulled
-    # what Bob had when he connected, before it existed).
+    # ACU1 goes public: Dave, connected only to Bob, gets and verifies it.
     alice = await start("alice", bootstrap=[relay.addr, bob.addr])
     dave = await start("dave", bootstrap=[bob.addr])
     # `share --global` is `publish`: the level, the irrevocable grant, the publication, gossip.
@@ -180,7 +179,9 @@ async def test_circles_direct_shares_offline_delivery_and_a_global_publication(
         for line in dave.stderr_path.read_text().splitlines()
         if '"commons.received"' in line and publication_id in line
     ]
-    assert arrival["via"] == "gossip"
+    # By gossip once Dave is in Bob's GossipSub mesh (about a heartbeat after connecting), else
+    # by the pull a (re)connection makes; test_commons.py checks the gossip path on its own.
+    assert arrival["via"] in ("gossip", "pull")
     shown = await cli_json(dave, "global", "show", publication_id)
     assert MARKERS[0] in json.dumps(shown)
     assert did(alice) in json.dumps(shown)
