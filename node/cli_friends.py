@@ -1,4 +1,4 @@
-"""The friends commands: `invite`, and `friend add|requests|accept|block|list`.
+"""The friends commands: `invite`, and `friend add|requests|accept|block|unblock|list`.
 
 All of them go through the running node: an invite names its addresses, requests and
 acceptances travel over the network, and the node answers what it holds.
@@ -71,6 +71,12 @@ def add_commands(
         help="drop every request from this DID from now on, and end any connection with it",
     )
     block.add_argument("did", metavar="DID")
+    unblock = actions.add_parser(
+        "unblock",
+        parents=parents,
+        help="take requests from this DID again (to be friends again, one of you sends a new one)",
+    )
+    unblock.add_argument("did", metavar="DID")
     actions.add_parser("list", parents=parents, help="your friends (accepted connections)")
 
 
@@ -110,6 +116,15 @@ def run(args: argparse.Namespace, data_dir: Path) -> int:
     elif args.action == "block":
         result = call("POST", "/v1/friends/block", {"did": args.did})
         _print(args, result, lambda r: print(f"blocked {r['did']}"))
+    elif args.action == "unblock":
+        result = call("POST", "/v1/friends/unblock", {"did": args.did})
+        _print(
+            args,
+            result,
+            lambda r: print(
+                f"unblocked {r['did']}" if r["was_blocked"] else f"{r['did']} was not blocked"
+            ),
+        )
     else:
         _print(args, call("GET", "/v1/friends"), _friends_text)
     return 0

@@ -276,6 +276,11 @@ class PeeringService:
         log.info("peering.blocked", did=did, newly=newly)
         return {"did": did, "blocked": True, "already": not newly}
 
+    async def unblock(self, did: str) -> dict[str, Any]:
+        was = await self._db.write(peering_store.unblock, did)
+        log.info("peering.unblocked", did=did, was_blocked=was)
+        return {"did": did, "blocked": False, "was_blocked": was}
+
     async def requests(self) -> list[dict[str, Any]]:
         rows = await self._db.read(_connections, "pending")
         return [

@@ -21,7 +21,7 @@ MAX_MESSAGE = 500  # protocols.peering.MAX_MESSAGE
 
 def peering_routes(service: PeeringService) -> list[Route]:
     """POST /v1/peering/invite, GET /v1/friends, GET /v1/friends/requests, POST
-    /v1/friends/add, /v1/friends/accept and /v1/friends/block."""
+    /v1/friends/add, /v1/friends/accept, /v1/friends/block and /v1/friends/unblock."""
 
     async def invite(request: Request) -> Response:
         hours = (await _body(request)).get("hours", DEFAULT_INVITE_HOURS)
@@ -53,6 +53,12 @@ def peering_routes(service: PeeringService) -> list[Route]:
             return _error(400, "bad_request", "did must be a DID (did:key:...)")
         return await _call(service.block(did))
 
+    async def unblock(request: Request) -> Response:
+        did = (await _body(request)).get("did")
+        if not isinstance(did, str) or not did.startswith("did:key:"):
+            return _error(400, "bad_request", "did must be a DID (did:key:...)")
+        return await _call(service.unblock(did))
+
     async def friends(request: Request) -> Response:
         return await _call(_wrap("friends", service.friends()))
 
@@ -66,6 +72,7 @@ def peering_routes(service: PeeringService) -> list[Route]:
         Route("/v1/friends/add", add, methods=["POST"]),
         Route("/v1/friends/accept", accept, methods=["POST"]),
         Route("/v1/friends/block", block, methods=["POST"]),
+        Route("/v1/friends/unblock", unblock, methods=["POST"]),
     ]
 
 

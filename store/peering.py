@@ -360,6 +360,13 @@ def block(db: SqliteDatabase, did: str, now_ms: int) -> bool:
         )
 
 
+def unblock(db: SqliteDatabase, did: str) -> bool:
+    """Stop blocking `did`: its requests are taken again (it is not a friend again: a new
+    request and acceptance make that). Returns False if it was not blocked."""
+    with write_transaction(db):
+        return connection(db).execute("DELETE FROM peer_block WHERE did = ?", (did,)).rowcount == 1
+
+
 # --- reading ----------------------------------------------------------------------------------
 
 _COLUMNS: Final = (

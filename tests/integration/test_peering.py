@@ -191,6 +191,12 @@ async def test_a_blocked_did_is_dropped_and_bad_input_is_refused(start: StartNod
     assert (await cli_json(eve, "friend", "add", code.to_text()))["state"] == "pending"
     assert [r["did"] for r in await requests(alice)] == [did(eve)]
 
+    # Unblocked, Mallory's requests are taken again.
+    unblocked = await cli_json(alice, "friend", "unblock", did(mallory))
+    assert unblocked == {"did": did(mallory), "blocked": False, "was_blocked": True}
+    assert (await cli_json(mallory, "friend", "add", await invite(alice)))["state"] == "pending"
+    assert {r["did"] for r in await requests(alice)} == {did(eve), did(mallory)}
+
 
 async def test_a_request_to_an_offline_person_goes_through_their_relay(
     start: StartNode, tmp_path: Path

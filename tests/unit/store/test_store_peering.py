@@ -28,6 +28,7 @@ from store.peering import (
     save_incoming_request,
     save_outgoing_request,
     token_usable,
+    unblock,
 )
 
 BOB = "did:key:z6MkBob"
@@ -245,6 +246,19 @@ def test_block_ends_the_connection_and_refuses_later_requests(db: peewee.SqliteD
             write()
         assert refusal(err) == "blocked"
     assert connections(db) == []
+
+
+def test_unblock_takes_requests_again_but_makes_no_friend(db: peewee.SqliteDatabase) -> None:
+    save_incoming_request(db, request(), 100)
+    accept(db, BOB, "req-1", b"a", "trusted", 200)
+    block(db, BOB, 300)
+    assert unblock(db, BOB)
+    assert not unblock(db, BOB)  # not blocked any more
+    assert not is_blocked(db, BOB)
+    assert blocked(db) == []
+    assert friends(db) == []  # the connection block ended stays ended
+    save_incoming_request(db, request(request_id="req-2"), 400)
+    assert did_of_device(db, "12D3KooBobPhone") == BOB
 
 
 def test_a_blocked_did_does_not_spend_a_token(db: peewee.SqliteDatabase) -> None:
