@@ -271,6 +271,10 @@ class ShareDelivery:
             return Refused(code=UNAUTHORIZED, message="you are not a friend of this node")
         if peer_id not in friend.devices:
             await self._db.write(_add_device, did, peer_id)
+        if pull.after > 0:
+            # They hold our feed up to their cursor: mail to them, once they are away, starts
+            # after it rather than from the beginning.
+            await self._db.write(share_cursors.advance_mailed_cursor, did, pull.after, now_ms())
         items, scanned, more = await self._db.read(
             _share_page, did, pull.after, PAGE_ITEMS, now_ms()
         )
