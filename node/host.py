@@ -9,6 +9,7 @@ identify and ping us.
 
 from __future__ import annotations
 
+import os
 import socket
 
 from libp2p import new_host
@@ -39,8 +40,18 @@ def advertised_addrs(listening: list[Multiaddr]) -> list[Multiaddr]:
     return [addr for listen in listening for addr in expand_wildcard_address(listen)]
 
 
+# py-libp2p's Yamux reads its tuning from PY_YAMUX_* variables at call time. By default
+# (RELEASE_ON_READ=1) a stream sends a window update after every read, each one a Noise frame
+# and a send: ~40 for every 2 MiB sync batch, ~20% of the receiving node's trio thread in
+# scripts/bench_sync.py. Off, a stream gives its window back in half-window steps, as go-yamux
+# does. setdefault: an operator's own setting wins.
+YAMUX_TUNING = {"PY_YAMUX_RELEASE_ON_READ": "0"}
+
+
 def build_host(device_seed: bytes) -> IHost:
     """A host whose libp2p identity is this device's Ed25519 key (device id = peer id)."""
+    for name, value in YAMUX_TUNING.items():
+        os.environ.setdefault(name, value)
     key_pair = create_new_key_pair(device_seed)
     # The Noise static key is separate from the identity key and signed by it during the
     # handshake (noise-libp2p spec), so a fresh one per process is correct.

@@ -23,7 +23,7 @@ from peewee import SqliteDatabase
 
 from protocols.errors import MalformedInput, ProtocolError, RemoteProtocolError
 from protocols.oplog import SyncOperation, op_from_checked_wire, verify_signature
-from store.database import write_transaction
+from store.database import joined_write_transaction, write_transaction
 from store.trust_state import vault_did
 from store.vault_apply import ApplyReport, RefusedOp, apply_ops
 from store.vault_payloads import check_payload
@@ -108,9 +108,10 @@ def apply_batch(
     checked: Mapping[str, ProtocolError | None] | None = None,
 ) -> BatchResult:
     """Apply a batch from `peer_id` and record it, in one transaction: the ops, our chain heads
-    (the cursor) and the peer's row advance together or not at all. Nothing is parked: after a
-    refused op, the rest of its device's ops in the batch are refused too (`SequenceGap`)."""
-    with write_transaction(db):
+    (the cursor) and the peer's row advance together or not at all (inside a caller's
+    transaction, as part of it: `joined_write_transaction`). Nothing is parked: after a refused
+    op, the rest of its device's ops in the batch are refused too (`SequenceGap`)."""
+    with joined_write_transaction(db):
         report: ApplyReport = apply_ops(
             db, ops, now_ms, local_device=local_device, park=False, checked=checked
         )
@@ -211,10 +212,12 @@ Verdict = tuple[str, str] | None
 @dataclass(frozen=True, slots=True)
 class CheckedBatch:
     """`check_wires`'s answer: a verdict per op, and per device the highest seq in the batch
-    (where the cursor will be once it is applied, so the next pull can go out before)."""
+    (where the cursor will be once it is applied, so the next pull can go out before) and the
+    lowest."""
 
     verdicts: list[Verdict]
     last_seqs: dict[str, int]
+    first_seqs: dict[str, int]
 
 
 def check_wires(wires: Sequence[bytes]) -> CheckedBatch:
@@ -224,12 +227,14 @@ def check_wires(wires: Sequence[bytes]) -> CheckedBatch:
     does not decode at all is refused whole (`MalformedInput`): nothing says whose it is."""
     verdicts: list[Verdict] = []
     last_seqs: dict[str, int] = {}
+    first_seqs: dict[str, int] = {}
     for position, wire in enumerate(wires):
         try:
             op = SyncOperation.from_wire(wire)
         except MalformedInput as err:
             raise MalformedInput(f"op {position} of the batch does not decode: {err}") from err
         last_seqs[op.device] = max(last_seqs.get(op.device, 0), op.seq)
+        first_seqs[op.device] = min(first_seqs.get(op.device, op.seq), op.seq)
         try:
             verify_signature(op)
             check_payload(op)
@@ -237,7 +242,7 @@ def check_wires(wires: Sequence[bytes]) -> CheckedBatch:
             verdicts.append((err.code, str(err)))
         else:
             verdicts.append(None)
-    return CheckedBatch(verdicts=verdicts, last_seqs=last_seqs)
+    return CheckedBatch(verdicts=verdicts, last_seqs=last_seqs, first_seqs=first_seqs)
 
 
 def apply_checked_batch(

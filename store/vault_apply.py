@@ -21,7 +21,9 @@ For each op, in one transaction per call:
 Within a call, ops are taken in (device, seq) order, so a batch that holds a whole stretch of a
 chain never parks. A refused op changes nothing and is reported with its typed error (a
 `ProtocolError`, carrying the wire code). Anything else that goes wrong (the database) raises and
-rolls the whole call back: an op is never stored without its effect, nor the reverse.
+rolls the transaction back: an op is never stored without its effect, nor the reverse. Called
+inside a transaction, the call joins it rather than opening a savepoint
+(`store.database.joined_write_transaction`), so the caller's whole transaction is the unit.
 """
 
 import sqlite3
@@ -33,7 +35,7 @@ from peewee import SqliteDatabase
 from protocols.errors import ChainBreak, ProtocolError, SequenceGap, UnknownDevice
 from protocols.oplog import OpKind, SyncOperation, verify_op
 from protocols.trust import DeviceNotTrusted
-from store.database import write_transaction
+from store.database import joined_write_transaction
 from store.identity import DeviceRow, list_devices
 from store.trust_state import TRUST_ENTITY_TYPES, certificates_of, load_trust, rotations_of
 from store.vault_fold import fold_entity, fold_op, new_entity_rows, refold, write_folded
@@ -96,7 +98,7 @@ def apply_ops(
     (store.sync_state.check_wires). Those checks are then not repeated; an op with an error is
     refused with it, after the checks that need the vault (is its device known and trusted).
     """
-    with write_transaction(db):
+    with joined_write_transaction(db):
         applier = _Applier(
             connection(db), lambda: list_devices(db), now_ms, local_device, park, checked
         )

@@ -14,7 +14,9 @@ from store.database import (
     JOURNAL_SIZE_LIMIT_BYTES,
     PAGE_SIZE,
     WAL_AUTOCHECKPOINT_PAGES,
+    joined_write_transaction,
     open_database,
+    write_transaction,
 )
 from store.errors import DatabaseCorrupt, DatabaseUnavailable, SchemaTooNew
 from store.migrations import APPLICATION_ID, SCHEMA_VERSION
@@ -244,3 +246,40 @@ def test_models_match_the_migrated_schema(db: peewee.SqliteDatabase) -> None:
             assert column.primary_key == field.primary_key, f"{model.__name__}.{name}"
             if not field.primary_key:  # SQLite reports INTEGER PRIMARY KEY as nullable
                 assert column.null == field.null, f"{model.__name__}.{name}"
+
+
+def _items(db: peewee.SqliteDatabase) -> list[str]:
+    return [row[0] for row in db.execute_sql("SELECT v FROM t ORDER BY v")]
+
+
+def test_a_joined_write_transaction_alone_commits_and_rolls_back(
+    db: peewee.SqliteDatabase,
+) -> None:
+    db.execute_sql("CREATE TABLE t (v TEXT)")
+    with joined_write_transaction(db):
+        db.execute_sql("INSERT INTO t VALUES ('kept')")
+    with pytest.raises(RuntimeError), joined_write_transaction(db):
+        db.execute_sql("INSERT INTO t VALUES ('dropped')")
+        raise RuntimeError("boom")
+    assert _items(db) == ["kept"]
+
+
+def test_a_joined_write_transaction_is_part_of_the_caller_s(db: peewee.SqliteDatabase) -> None:
+    db.execute_sql("CREATE TABLE t (v TEXT)")
+    # No savepoint of its own: what it wrote goes with the caller's transaction, both ways.
+    with write_transaction(db):
+        with joined_write_transaction(db):
+            db.execute_sql("INSERT INTO t VALUES ('inner')")
+        db.execute_sql("INSERT INTO t VALUES ('outer')")
+    with pytest.raises(RuntimeError), write_transaction(db):
+        with joined_write_transaction(db):
+            db.execute_sql("INSERT INTO t VALUES ('inner 2')")
+        raise RuntimeError("the caller fails after the joined part")
+    assert _items(db) == ["inner", "outer"]
+    # Nested in a transaction, it opened nothing: an error inside it, caught by the caller,
+    # leaves what it wrote in the caller's transaction (the contract: let such errors end it).
+    with write_transaction(db):
+        with pytest.raises(RuntimeError), joined_write_transaction(db):
+            db.execute_sql("INSERT INTO t VALUES ('left in')")
+            raise RuntimeError("inner")
+    assert _items(db) == ["inner", "left in", "outer"]

@@ -152,6 +152,7 @@ def test_checked_batches_apply_like_plain_ones_and_keep_the_checkers_refusals(
     assert [v is None for v in checked.verdicts] == [n != bad for n in range(len(wires))]
     assert checked.verdicts[bad] is not None and checked.verdicts[bad][0] == "bad_signature"
     assert checked.last_seqs == {owner.devices[0].peer_id: ops[-1].seq}
+    assert checked.first_seqs == {owner.devices[0].peer_id: ops[0].seq}
     common = {
         "peer_id": owner.devices[0].peer_id,
         "peer_heads": heads(vaults[0]),
