@@ -18,7 +18,12 @@ from typing import Final, cast
 
 from peewee import SqliteDatabase
 
-from store import migration_v8_peering, migration_v9_sharing, migration_v10_commons
+from store import (
+    migration_v8_peering,
+    migration_v9_sharing,
+    migration_v10_commons,
+    migration_v11_checks,
+)
 from store.errors import SchemaTooNew
 from store.sql import execute_sql, scalar
 
@@ -520,6 +525,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     migration_v8_peering.migrate,
     migration_v9_sharing.migrate,
     migration_v10_commons.migrate,
+    migration_v11_checks.migrate,
 )
 
 # The schema version this build writes and understands.

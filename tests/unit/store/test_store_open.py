@@ -278,8 +278,7 @@ def test_a_joined_write_transaction_is_part_of_the_caller_s(db: peewee.SqliteDat
     assert _items(db) == ["inner", "outer"]
     # Nested in a transaction, it opened nothing: an error inside it, caught by the caller,
     # leaves what it wrote in the caller's transaction (the contract: let such errors end it).
-    with write_transaction(db):
-        with pytest.raises(RuntimeError), joined_write_transaction(db):
-            db.execute_sql("INSERT INTO t VALUES ('left in')")
-            raise RuntimeError("inner")
+    with write_transaction(db), pytest.raises(RuntimeError), joined_write_transaction(db):
+        db.execute_sql("INSERT INTO t VALUES ('left in')")
+        raise RuntimeError("inner")
     assert _items(db) == ["inner", "left in", "outer"]
