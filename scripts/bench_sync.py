@@ -10,10 +10,11 @@ clock runs from B's ready line (B dials A after it) until B logs the completed s
 it A's heads, every op verified and persisted (B's start-up is printed apart, as b_startup_s).
 Prints ops/s end to end, wire bytes per op (batch frames as A sent them, from its log), peak RSS
 of both processes and of B's op-checking process (VmHWM), the CPU seconds each process used
-during the sync (the three share this machine's cores: where the time went), this machine's
+during the sync (the three share this machine's cores: where the time went) and from them the
+CPU per op counted in verifies and how many cores the sync kept busy, this machine's
 single-core Ed25519 verify rate measured in the same run (the best of short windows before and
-after the sync) and the ratio of the two. Targets: at
-least half the verify rate; peak RSS under 250 MB.
+after the sync) and the ratio of the two. Targets: at least half the verify rate; peak RSS
+under 250 MB.
 
 Then, on a small identity of its own, --devices devices (one and the others it paired, each
 connected to it) and --trials writes on the first (an ACU edit through its control API): for
@@ -198,6 +199,12 @@ async def catch_up(base: Path, ops: int) -> dict[str, Any]:
                 "b_checker": round(max((peak_rss_mb(p) for p in checkers), default=0)),
             },
             "cpu_s": cpu,
+            # The CPU the three processes spent per op, in Ed25519 verifies at the rate above:
+            # steadier than ops/s on a shared machine whose speed varies between runs. The
+            # ratio is cores_busy / this, so 0.5 needs this at most 2 * cores_busy: 4 with
+            # both cores busy all along.
+            "cpu_per_op_in_verifies": round(sum(cpu.values()) / target * rate, 2),
+            "cores_busy": round(sum(cpu.values()) / elapsed, 2),
             "ed25519_verifies_per_s": round(rate),
             "ratio_to_verify_rate": round(ops_per_s / rate, 3),
         }
