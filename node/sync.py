@@ -40,7 +40,7 @@ from peewee import SqliteDatabase
 
 from node.database import Database
 from node.errors import NodeError
-from node.op_checker import CheckerDied, OpChecker
+from node.op_checker import CheckerDied, OpChecker, sync_checking_processes
 from node.streams import close_quietly, read_some, reset_quietly, write_quietly
 from protocols.errors import MalformedInput, RemoteProtocolError
 from protocols.gossip import GOSSIP_PROTOCOL_ID, AnnounceReader, behind, encode_announce
@@ -70,10 +70,11 @@ log = structlog.get_logger()
 # 4000 / 4 MiB (the protocol's bound) 5.3k ops/s but 232/237 MB, too close to the 250 MB budget.
 PULL_MAX_OPS = 2000
 PULL_MAX_BYTES = 2 * 1024 * 1024
-# Batches pulled and handed to the checking process that may wait for the writer. Measured with
-# bench_sync: 2 ahead kept B at 220 MB, 3 at ~227 MB with batches applied several at a time;
-# 6 ahead reached 236-248 MB.
-AHEAD_BATCHES = 3
+# Batches pulled and handed to the checking processes that may wait for the writer (one more is
+# being handed over, so up to AHEAD_BATCHES + 1 are checked at once: enough for MAX_PROCESSES
+# checkers). Measured with bench_sync: 2 ahead kept B at 220 MB, 3 at ~227 MB with batches
+# applied several at a time, 6 at 236-248 MB; 4, with two checkers, at 222-223 MB.
+AHEAD_BATCHES = 4
 # The writer applies up to this many batches in one transaction, taking each as soon as it is
 # checked and letting it go once applied (`_apply_fed`), so a transaction holds more batches
 # than memory does. A commit writes out every page the transaction dirtied, most pages of each
@@ -126,7 +127,7 @@ class SyncService:
         self._running: set[str] = set()
         self._again: set[str] = set()
         self._changed = trio.Event()
-        self._checker = OpChecker()
+        self._checker = OpChecker(sync_checking_processes())
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; started (`nursery.start`) once syncs can be requested."""

@@ -9,8 +9,8 @@ straight to its data directory). Device B is paired with it (`init --join`) and 
 clock runs from B's ready line (B dials A after it) until B logs the completed sync that brought
 it A's heads, every op verified and persisted (B's start-up is printed apart, as b_startup_s).
 Prints ops/s end to end, wire bytes per op (batch frames as A sent them, from its log), peak RSS
-of both processes and of B's op-checking process (VmHWM), the CPU seconds each process used
-during the sync (the three share this machine's cores: where the time went) and from them the
+of both processes and of each of B's op-checking processes (VmHWM), the CPU seconds each used
+during the sync (they share this machine's cores: where the time went) and from them the
 CPU per op counted in verifies and how many cores the sync kept busy, this machine's
 single-core Ed25519 verify rate measured in the same run (the best of short windows before and
 after the sync) and the ratio of the two. Targets: at least half the verify rate; peak RSS
@@ -94,13 +94,17 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def children(pid: int) -> list[int]:
-    """The child processes of `pid` (B's op-checking process, node/sync.py)."""
+def checking_processes(pid: int) -> list[int]:
+    """B's op-checking processes (node/op_checker.py): its children started by multiprocessing's
+    spawn (not its resource tracker)."""
     found = []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             text = status.read_text()
+            command = (status.parent / "cmdline").read_bytes()
         except OSError:
+            continue
+        if b"spawn_main" not in command:
             continue
         for line in text.splitlines():
             if line.startswith("PPid:") and int(line.split()[1]) == pid:
@@ -169,7 +173,7 @@ async def catch_up(base: Path, ops: int) -> dict[str, Any]:
         if (await heads(b)).get(a.peer_id, 0) < target:
             raise RuntimeError("B logged the sync complete but does not hold every op")
         elapsed = max(stamp(r) for r in log_records(b, "sync.completed")) - ready
-        checkers = children(b.process.pid)
+        checkers = checking_processes(b.process.pid)
         # Measured before and after the sync; the higher counts (the machine's speed, not a
         # busy moment of it).
         rate = max(rate, verify_rate())
@@ -177,7 +181,7 @@ async def catch_up(base: Path, ops: int) -> dict[str, Any]:
         cpu = {
             "a": round(cpu_s(a.process.pid) - a_cpu_before, 1),
             "b": round(cpu_s(b.process.pid) - b_cpu_at_ready, 1),
-            "b_checker": round(sum(cpu_s(p) for p in checkers), 1),
+            "b_checkers": round(sum(cpu_s(p) for p in checkers), 1),
         }
         # A logs what it served when B's session ends, just after B's last commit.
         with trio.move_on_after(10):
@@ -196,13 +200,14 @@ async def catch_up(base: Path, ops: int) -> dict[str, Any]:
             "peak_rss_mb": {
                 "a": round(peak_rss_mb(a.process.pid)),
                 "b": round(peak_rss_mb(b.process.pid)),
-                "b_checker": round(max((peak_rss_mb(p) for p in checkers), default=0)),
+                # Each checking process's own (they are B's children; B's figure is B alone).
+                "b_checkers": [round(peak_rss_mb(p)) for p in checkers],
             },
             "cpu_s": cpu,
-            # The CPU the three processes spent per op, in Ed25519 verifies at the rate above:
-            # steadier than ops/s on a shared machine whose speed varies between runs. The
-            # ratio is cores_busy / this, so 0.5 needs this at most 2 * cores_busy: 4 with
-            # both cores busy all along.
+            # The CPU the processes (A, B, B's checkers) spent per op, in Ed25519 verifies at
+            # the rate above: steadier than ops/s on a shared machine whose speed varies between
+            # runs. The ratio is cores_busy / this, so 0.5 needs this at most 2 * cores_busy: 4
+            # with both cores busy all along.
             "cpu_per_op_in_verifies": round(sum(cpu.values()) / target * rate, 2),
             "cores_busy": round(sum(cpu.values()) / elapsed, 2),
             "ed25519_verifies_per_s": round(rate),

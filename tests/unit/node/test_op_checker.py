@@ -8,7 +8,15 @@ import subprocess
 import sys
 import time
 
-from node.op_checker import PARENT_CHECK_S, OpChecker
+import pytest
+
+from node.op_checker import (
+    CHECKER_NICENESS,
+    MAX_PROCESSES,
+    PARENT_CHECK_S,
+    OpChecker,
+    sync_checking_processes,
+)
 
 # A node stand-in: starts the checking process, prints its pid, then waits to be killed.
 _PARENT = """
@@ -33,6 +41,35 @@ async def test_a_call_runs_in_another_process() -> None:
         assert await checker.result(checker.submit_call(pow, 3, 4)) == 81
     finally:
         checker.close()
+
+
+async def test_the_checking_process_runs_below_the_node_priority() -> None:
+    checker = OpChecker()
+    try:
+        # os.nice(0) answers the caller's niceness; the kernel caps it at 19.
+        expected = min(19, os.nice(0) + CHECKER_NICENESS)
+        assert await checker.result(checker.submit_call(os.nice, 0)) == expected
+    finally:
+        checker.close()
+
+
+async def test_batches_submitted_together_are_answered_each_by_its_future() -> None:
+    checker = OpChecker(processes=2)
+    try:
+        futures = [checker.submit_call(pow, n, 2) for n in range(20)]
+        assert [await checker.result(f) for f in futures] == [n * n for n in range(20)]
+    finally:
+        checker.close()
+
+
+def test_sync_uses_a_checking_process_per_core_within_bounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for cores, expected in ((None, 1), (1, 1), (2, 2), (3, 3), (64, MAX_PROCESSES)):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        assert sync_checking_processes() == expected
+    with pytest.raises(ValueError, match="at least one process"):
+        OpChecker(processes=0)
 
 
 def test_the_checking_process_exits_when_its_node_is_killed() -> None:
