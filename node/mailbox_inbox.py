@@ -210,9 +210,17 @@ class Inbox:
                 remaining[: position[fetched[-1].id] + 1],
                 remaining[position[fetched[-1].id] + 1 :],
             )
-            opening = self._checker.submit_call(
-                mailbox_store.open_letters, fetched, relay, self._did, self._private_key, now_ms()
-            )
+            try:
+                opening = self._checker.submit_call(
+                    mailbox_store.open_letters,
+                    fetched,
+                    relay,
+                    self._did,
+                    self._private_key,
+                    now_ms(),
+                )
+            except CheckerDied as err:
+                raise RelayUnreachable(f"could not open the mail: {err}") from err
             await send.send(_Chunk(ack=tuple(asked), opening=opening))
 
     async def _apply_chunks(

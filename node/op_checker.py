@@ -66,12 +66,16 @@ class OpChecker:
         self._pool: ProcessPoolExecutor | None = None
 
     def submit(self, wires: tuple[bytes, ...]) -> Future[sync_state.CheckedBatch]:
-        return self._pool_of().submit(sync_state.check_wires, wires)
+        return self.submit_call(sync_state.check_wires, wires)
 
     def submit_call(self, fn: Callable[[*Ts], T], *args: *Ts) -> Future[T]:
         """Start `fn(*args)` in the checking process (a pure, picklable function and arguments);
-        `result` waits for it."""
-        return self._pool_of().submit(fn, *args)
+        `result` waits for it. `CheckerDied` if a process of the pool died before (the pool is
+        broken): the next call starts another."""
+        try:
+            return self._pool_of().submit(fn, *args)
+        except BrokenProcessPool as err:
+            raise self._died() from err
 
     def _pool_of(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -88,8 +92,12 @@ class OpChecker:
             # trio-typing's stubs predate abandon_on_cancel (trio >= 0.23 has it).
             return await trio.to_thread.run_sync(future.result, abandon_on_cancel=True)  # type: ignore[call-arg]
         except BrokenProcessPool as err:
-            self._pool = None
-            raise CheckerDied("the op-checking process died; the next sync starts another") from err
+            raise self._died() from err
+
+    def _died(self) -> CheckerDied:
+        """Let go of a broken pool (its other processes are ended by the pool itself)."""
+        self._pool = None
+        return CheckerDied("an op-checking process died; the next sync starts another")
 
     def close(self) -> None:
         if self._pool is not None:

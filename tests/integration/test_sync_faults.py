@@ -1,9 +1,11 @@
-"""Sync under faults: forged ops from a trusted device's tampered vault, and a receiving device
-killed with SIGKILL again and again while it syncs a large history."""
+"""Sync under faults: forged ops from a trusted device's tampered vault, a receiving device
+killed with SIGKILL again and again while it syncs a large history, and one of its op-checking
+processes killed mid-sync."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -21,7 +23,8 @@ from protocols.peer_id import peer_id_from_ed25519_public_key
 from protocols.vault_records import LinkRelation, link_id
 from store.database import open_database
 from store.vault_log import OP_INSERT, op_row
-from tests.integration.conftest import StartNode, run_cli
+from tests.integration.conftest import FAST_REDIAL_ENV, StartNode, run_cli
+from tests.integration.test_pairing import join, pair_code
 from tests.integration.test_sync import (
     CONVERGE_TIMEOUT_S,
     family,
@@ -167,5 +170,50 @@ async def test_a_device_killed_again_and_again_while_it_syncs_a_large_history_co
     heads = [(await node.api("/v1/sync/status"))["heads"] for node in (first, second)]
     assert heads[0] == heads[1]  # every op of every device, each once (op ids are keys)
     assert heads[0][first.peer_id] == total
+    await second.stop(signal.SIGTERM)
+    await verify(second)
+
+
+def checking_processes(pid: int) -> list[int]:
+    """The op-checking processes of node `pid` (node/op_checker.py: spawned children)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            status = (proc / "status").read_text()
+            command = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in command and f"\nPPid:\t{pid}\n" in status:
+            found.append(int(proc.name))
+    return found
+
+
+async def test_a_checking_process_killed_mid_sync_fails_that_sync_and_the_next_converges(
+    start: StartNode, tmp_path: Path
+) -> None:
+    holder_dir = tmp_path / "device-0"
+    assert (await run_cli("init", "--data-dir", str(holder_dir))).returncode == 0
+    bulk = export(tmp_path / "bulk.json", 1500)
+    imported = await run_cli("import", str(bulk), "--data-dir", str(holder_dir), "--json")
+    assert imported.returncode == 0, imported.stderr.decode()
+    first = await start("device-0")
+    total = (await first.api("/v1/sync/status"))["heads"][first.peer_id]
+    joined = await join(tmp_path / "device-1", await pair_code(first))
+    assert joined.returncode == 0, joined.stderr.decode()
+    # Anti-entropy every second: the sync after the failed one starts without waiting 30 s.
+    second = await start("device-1", env={**FAST_REDIAL_ENV, "VIVIM_SYNC_INTERVAL_S": "1"})
+    with trio.fail_after(30):
+        while not (checkers := checking_processes(second.process.pid)):
+            await trio.sleep(0.02)
+    os.kill(checkers[0], signal.SIGKILL)
+    with trio.fail_after(60):
+        while not any(r.get("error") == "CheckerDied" for r in logged(second, "sync.failed")):
+            await trio.sleep(0.1)
+    with trio.fail_after(120):
+        while (await second.api("/v1/sync/status"))["heads"].get(first.peer_id, 0) < total:
+            await trio.sleep(0.5)
+    assert second.process.returncode is None  # the node itself kept running
+    assert await wait_converged([first, second])
+    assert checkers[0] not in checking_processes(second.process.pid)
     await second.stop(signal.SIGTERM)
     await verify(second)

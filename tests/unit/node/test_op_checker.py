@@ -14,6 +14,7 @@ from node.op_checker import (
     CHECKER_NICENESS,
     MAX_PROCESSES,
     PARENT_CHECK_S,
+    CheckerDied,
     OpChecker,
     sync_checking_processes,
 )
@@ -58,6 +59,22 @@ async def test_batches_submitted_together_are_answered_each_by_its_future() -> N
     try:
         futures = [checker.submit_call(pow, n, 2) for n in range(20)]
         assert [await checker.result(f) for f in futures] == [n * n for n in range(20)]
+    finally:
+        checker.close()
+
+
+async def test_a_killed_checking_process_fails_the_calls_then_another_starts() -> None:
+    checker = OpChecker(processes=2)
+    try:
+        pid = await checker.result(checker.submit_call(os.getpid))
+        os.kill(pid, signal.SIGKILL)
+        # Whether the pool finds out before the next call (then `submit_call` says so) or
+        # during it (then `result` does), the caller gets CheckerDied.
+        with pytest.raises(CheckerDied):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                await checker.result(checker.submit_call(time.sleep, 0.05))
+        assert await checker.result(checker.submit_call(pow, 2, 10)) == 1024
     finally:
         checker.close()
 
