@@ -2,7 +2,7 @@
 mailbox): the checks that need no vault.
 
 Decoding an op, checking its signature by its device's key and its payload rules
-(store.sync_state.check_wires) are about half of what applying a received op costs. They are
+(store.op_checks.check_wires) are about half of what applying a received op costs. They are
 pure CPU, so they run here, on the other core, ahead of the writer that applies (node/sync.py,
 node/mailbox.py): measured with scripts/bench_sync.py, 2.8k -> 4.7k ops/s. A thread would not
 do: the GIL keeps Python code to one core.
@@ -12,19 +12,15 @@ a lower priority (CHECKER_NICENESS). The writer applying the checked batches is 
 stage: at normal priority it gets a core whenever it can go on, and the checkers fill what is
 left, ahead of it. Measured with bench_sync on this 2-core machine, alternating runs: one
 checker kept 1.72-1.76 cores busy, two at the same priority as the node 1.62 (the writer
-starved), two at niceness 10 1.86-1.87. Each process holds ~40 MB; they start on first use.
-
-The process watches its parent: if the node dies without closing it (SIGKILL, a crash), it
-exits within PARENT_CHECK_S instead of lingering with its memory.
+starved), two at niceness 10 1.86-1.87. They start on first use; each imports only what
+the checks need (node/checking_process.py, store/op_checks.py), ~38 MB resident, and exits if
+the node dies without closing it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
-import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -32,13 +28,11 @@ from typing import TypeVar, TypeVarTuple
 
 import trio
 
+from node.checking_process import start_checking_process
 from node.errors import NodeError
-from store import sync_state
+from store import op_checks
 
-PARENT_CHECK_S = 1.0
-# How much lower the checking processes run than the node (os.nice: 0 to 19, higher is lower).
-CHECKER_NICENESS = 10
-# More checkers than this would wait for the one writer anyway, and each holds ~40 MB.
+# More checkers than this would wait for the one writer anyway, and each holds ~38 MB.
 MAX_PROCESSES = 4
 
 T = TypeVar("T")
@@ -65,8 +59,8 @@ class OpChecker:
         self._processes = processes
         self._pool: ProcessPoolExecutor | None = None
 
-    def submit(self, wires: tuple[bytes, ...]) -> Future[sync_state.CheckedBatch]:
-        return self.submit_call(sync_state.check_wires, wires)
+    def submit(self, wires: tuple[bytes, ...]) -> Future[op_checks.CheckedBatch]:
+        return self.submit_call(op_checks.check_wires, wires)
 
     def submit_call(self, fn: Callable[[*Ts], T], *args: *Ts) -> Future[T]:
         """Start `fn(*args)` in the checking process (a pure, picklable function and arguments);
@@ -82,7 +76,7 @@ class OpChecker:
             self._pool = ProcessPoolExecutor(
                 max_workers=self._processes,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_checking_process,
+                initializer=start_checking_process,
                 initargs=(os.getpid(),),
             )
         return self._pool
@@ -103,23 +97,3 @@ class OpChecker:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-
-
-def _start_checking_process(parent_pid: int) -> None:
-    """In a checking process, first: run below the node's priority, and watch the node."""
-    # Where lowering it is not allowed, check at the node's priority: only slower overall.
-    with contextlib.suppress(OSError):
-        os.nice(CHECKER_NICENESS)
-    _watch_parent(parent_pid)
-
-
-def _watch_parent(parent_pid: int) -> None:
-    """In the checking process: exit once `parent_pid` is no longer our parent (it died and we
-    were re-parented), from a daemon thread that looks every PARENT_CHECK_S."""
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(PARENT_CHECK_S)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="vivim-parent-watch", daemon=True).start()

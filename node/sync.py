@@ -60,7 +60,7 @@ from protocols.sync import (
     SyncClient,
     SyncServer,
 )
-from store import sync_state
+from store import op_checks, sync_state
 
 log = structlog.get_logger()
 
@@ -480,7 +480,7 @@ class _Pulled:
     batch: Batch
     asked: dict[str, int]
     positions: dict[str, int]
-    future: Future[sync_state.CheckedBatch]
+    future: Future[op_checks.CheckedBatch]
 
 
 def _positions(ops: Sequence[bytes], asked: Mapping[str, int]) -> dict[str, int]:
@@ -531,7 +531,7 @@ def _stretches(ops: Sequence[bytes]) -> list[tuple[str, int]]:
     return found
 
 
-def _check_positions(checked: sync_state.CheckedBatch, pulled: _Pulled) -> None:
+def _check_positions(checked: op_checks.CheckedBatch, pulled: _Pulled) -> None:
     """`SyncFailed` unless the checking process, which read every op, found the positions
     `_positions` read from a few: the same highest seq of each device, and no op at or below
     the cursor we asked with."""
@@ -547,7 +547,7 @@ class _Checked:
     """A batch and the verdicts of the checking process on its ops, for the writer."""
 
     batch: Batch
-    verdicts: list[sync_state.Verdict]
+    verdicts: list[op_checks.Verdict]
 
 
 def _apply_fed(

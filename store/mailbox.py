@@ -33,7 +33,8 @@ from protocols.errors import EnvelopeUnreadable, MalformedInput, ProtocolError
 from protocols.mailbox_records import RelayList, RelayRegistration
 from protocols.oplog import OpKind, SyncOperation, op_from_checked_wire
 from store.database import write_transaction
-from store.sync_state import CheckedError, Verdict, check_wires
+from store.op_checks import Verdict, check_wires
+from store.sync_state import CheckedError
 from store.trust_state import IDENTITY, load_trust
 from store.vault_apply import ApplyReport, RefusedOp, apply_ops
 from store.vault_log import LocalLog, LocalSigner

@@ -22,11 +22,11 @@ from typing import cast
 from peewee import SqliteDatabase
 
 from protocols.errors import MalformedInput, ProtocolError, RemoteProtocolError
-from protocols.oplog import SyncOperation, op_from_checked_wire, verify_signature
+from protocols.oplog import SyncOperation, op_from_checked_wire
 from store.database import joined_write_transaction, write_transaction
+from store.op_checks import Verdict
 from store.trust_state import vault_did
 from store.vault_apply import ApplyReport, RefusedOp, apply_ops
-from store.vault_payloads import check_payload
 from store.vault_sql import connection
 
 
@@ -204,47 +204,6 @@ def sync_status(db: SqliteDatabase) -> tuple[dict[str, int], list[PeerSync]]:
     return ours, peers
 
 
-# What a checking process says of one op: None (decodes, signature holds, payload follows the
-# rules), or its error's (code, message).
-Verdict = tuple[str, str] | None
-
-
-@dataclass(frozen=True, slots=True)
-class CheckedBatch:
-    """`check_wires`'s answer: a verdict per op, and per device the highest seq in the batch
-    (where the cursor will be once it is applied, so the next pull can go out before) and the
-    lowest."""
-
-    verdicts: list[Verdict]
-    last_seqs: dict[str, int]
-    first_seqs: dict[str, int]
-
-
-def check_wires(wires: Sequence[bytes]) -> CheckedBatch:
-    """The checks of a batch's ops that need no vault: decoding, the signature by the device's
-    key, the payload rules. Pure CPU and picklable in and out, so sync runs it in a second
-    process while this one applies the previous chunk (node/sync.py). A batch with an op that
-    does not decode at all is refused whole (`MalformedInput`): nothing says whose it is."""
-    verdicts: list[Verdict] = []
-    last_seqs: dict[str, int] = {}
-    first_seqs: dict[str, int] = {}
-    for position, wire in enumerate(wires):
-        try:
-            op = SyncOperation.from_wire(wire)
-        except MalformedInput as err:
-            raise MalformedInput(f"op {position} of the batch does not decode: {err}") from err
-        last_seqs[op.device] = max(last_seqs.get(op.device, 0), op.seq)
-        first_seqs[op.device] = min(first_seqs.get(op.device, op.seq), op.seq)
-        try:
-            verify_signature(op)
-            check_payload(op)
-        except ProtocolError as err:
-            verdicts.append((err.code, str(err)))
-        else:
-            verdicts.append(None)
-    return CheckedBatch(verdicts=verdicts, last_seqs=last_seqs, first_seqs=first_seqs)
-
-
 def apply_checked_batch(
     db: SqliteDatabase,
     wires: Sequence[bytes],
@@ -255,8 +214,8 @@ def apply_checked_batch(
     now_ms: int,
     local_device: str,
 ) -> BatchResult:
-    """`apply_batch` of ops `check_wires` already checked: rebuilt without decoding checks, and
-    applied with the verdicts (an op with an error is refused with it)."""
+    """`apply_batch` of ops `store.op_checks.check_wires` already checked: rebuilt without
+    decoding checks, and applied with the verdicts (an op with an error is refused with it)."""
     ops = [op_from_checked_wire(wire) for wire in wires]
     checked = {
         op.id: None if verdict is None else CheckedError(verdict[0], verdict[1])

@@ -95,7 +95,7 @@ def apply_ops(
 
     `checked` (op id to error, or None) gives the verdicts of a checking process on what needs
     no state: decoding, the signature by the device's key, the payload rules
-    (store.sync_state.check_wires). Those checks are then not repeated; an op with an error is
+    (store.op_checks.check_wires). Those checks are then not repeated; an op with an error is
     refused with it, after the checks that need the vault (is its device known and trusted).
     """
     with joined_write_transaction(db):

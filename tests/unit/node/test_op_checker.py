@@ -10,14 +10,8 @@ import time
 
 import pytest
 
-from node.op_checker import (
-    CHECKER_NICENESS,
-    MAX_PROCESSES,
-    PARENT_CHECK_S,
-    CheckerDied,
-    OpChecker,
-    sync_checking_processes,
-)
+from node.checking_process import CHECKER_NICENESS, PARENT_CHECK_S
+from node.op_checker import MAX_PROCESSES, CheckerDied, OpChecker, sync_checking_processes
 
 # A node stand-in: starts the checking process, prints its pid, then waits to be killed.
 _PARENT = """
@@ -107,3 +101,15 @@ def test_the_checking_process_exits_when_its_node_is_killed() -> None:
         time.sleep(0.1)
     os.kill(child, signal.SIGKILL)
     raise AssertionError(f"the checking process {child} outlived its killed parent")
+
+
+def test_a_checking_process_imports_no_database_nor_network_code() -> None:
+    # What a checking process imports to start and to check (node/checking_process.py,
+    # store/op_checks.py), in a fresh interpreter: each such import is memory in every one.
+    probe = (
+        "import sys, node.checking_process, store.op_checks;"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in"
+        " ('peewee', 'sqlite3', 'trio', 'structlog', 'libp2p'))))"
+    )
+    answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, check=True)
+    assert answer.stdout.decode().split() == []

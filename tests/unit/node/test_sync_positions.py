@@ -18,7 +18,7 @@ from protocols.hlc import Timestamp
 from protocols.oplog import OpKind, SyncOperation, op_position
 from protocols.peer_id import peer_id_from_ed25519_public_key
 from protocols.sync_messages import Batch
-from store.sync_state import check_wires
+from store.op_checks import check_wires
 
 AUTHOR = did_from_ed25519_public_key(bytes(nacl.signing.SigningKey(bytes(32)).verify_key))
 KEYS = [nacl.signing.SigningKey(bytes([n]) * 32) for n in (1, 2, 3)]

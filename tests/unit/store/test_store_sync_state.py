@@ -14,10 +14,10 @@ from protocols.canonical import canonical_encode
 from protocols.errors import MalformedInput
 from store.devices import Credentials, introduce, revoke
 from store.identity import save_device
+from store.op_checks import check_wires
 from store.sync_state import (
     apply_batch,
     apply_checked_batch,
-    check_wires,
     decode_ops,
     heads,
     may_sync,
