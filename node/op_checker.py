@@ -44,8 +44,14 @@ class CheckerDied(NodeError):
 
 
 def sync_checking_processes() -> int:
-    """How many checking processes sync uses: one per core, at most MAX_PROCESSES."""
-    return max(1, min(MAX_PROCESSES, os.cpu_count() or 1))
+    """How many checking processes sync uses: one per core this process may run on (its CPU
+    affinity, which a container's cpuset narrows, where the platform tells it), at most
+    MAX_PROCESSES."""
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_PROCESSES, cores))
 
 
 class OpChecker:

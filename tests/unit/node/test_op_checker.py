@@ -76,8 +76,12 @@ async def test_a_killed_checking_process_fails_the_calls_then_another_starts() -
 def test_sync_uses_a_checking_process_per_core_within_bounds(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for cores, expected in ((None, 1), (1, 1), (2, 2), (3, 3), (64, MAX_PROCESSES)):
-        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+    for cores, expected in ((1, 1), (2, 2), (3, 3), (64, MAX_PROCESSES)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, cores=cores: set(range(cores)))
+        assert sync_checking_processes() == expected
+    monkeypatch.delattr(os, "sched_getaffinity")
+    for count, expected in ((None, 1), (2, 2), (64, MAX_PROCESSES)):
+        monkeypatch.setattr(os, "cpu_count", lambda count=count: count)
         assert sync_checking_processes() == expected
     with pytest.raises(ValueError, match="at least one process"):
         OpChecker(processes=0)
