@@ -282,9 +282,11 @@ async def main(args: argparse.Namespace) -> None:
         figures["one_write_to_all"] = await spread(base, args.devices, args.trials)
         catch = figures["catch_up"]
         figures["targets"] = {"ratio_to_verify_rate": 0.5, "peak_rss_mb": TARGET_RSS_MB}
+        # The RSS target is the node processes' (A and B); B's checking processes are printed
+        # apart, each with its own figure.
+        rss = catch["peak_rss_mb"]
         figures["within_targets"] = (
-            catch["ratio_to_verify_rate"] >= 0.5
-            and max(catch["peak_rss_mb"].values()) < TARGET_RSS_MB
+            catch["ratio_to_verify_rate"] >= 0.5 and max(rss["a"], rss["b"]) < TARGET_RSS_MB
         )
         print(json.dumps(figures))
 
