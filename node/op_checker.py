@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TypeVar, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple
 
 import trio
 
@@ -64,6 +65,11 @@ class OpChecker:
             raise ValueError(f"a checker needs at least one process, got {processes}")
         self._processes = processes
         self._pool: ProcessPoolExecutor | None = None
+        # The pool each waiting call went to: a call of a pool that broke must not make us let go
+        # of the pool started since (several syncs share a checker).
+        self._pool_of_call: weakref.WeakKeyDictionary[Future[Any], ProcessPoolExecutor] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def submit(self, wires: tuple[bytes, ...]) -> Future[op_checks.CheckedBatch]:
         return self.submit_call(op_checks.check_wires, wires)
@@ -72,10 +78,13 @@ class OpChecker:
         """Start `fn(*args)` in the checking process (a pure, picklable function and arguments);
         `result` waits for it. `CheckerDied` if a process of the pool died before (the pool is
         broken): the next call starts another."""
+        pool = self._pool_of()
         try:
-            return self._pool_of().submit(fn, *args)
+            future = pool.submit(fn, *args)
         except BrokenProcessPool as err:
-            raise self._died() from err
+            raise self._died(pool) from err
+        self._pool_of_call[future] = pool
+        return future
 
     def _pool_of(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -92,11 +101,13 @@ class OpChecker:
             # trio-typing's stubs predate abandon_on_cancel (trio >= 0.23 has it).
             return await trio.to_thread.run_sync(future.result, abandon_on_cancel=True)  # type: ignore[call-arg]
         except BrokenProcessPool as err:
-            raise self._died() from err
+            raise self._died(self._pool_of_call.get(future)) from err
 
-    def _died(self) -> CheckerDied:
-        """Let go of a broken pool (its other processes are ended by the pool itself)."""
-        self._pool = None
+    def _died(self, pool: ProcessPoolExecutor | None) -> CheckerDied:
+        """Let go of `pool`, broken, if it is still ours (its other processes are ended by the
+        pool itself)."""
+        if pool is self._pool:
+            self._pool = None
         return CheckerDied("an op-checking process died; the next sync starts another")
 
     def close(self) -> None:

@@ -73,6 +73,26 @@ async def test_a_killed_checking_process_fails_the_calls_then_another_starts() -
         checker.close()
 
 
+async def test_a_call_of_a_broken_pool_does_not_drop_the_pool_started_since() -> None:
+    checker = OpChecker()
+    try:
+        pid = await checker.result(checker.submit_call(os.getpid))
+        stale = checker.submit_call(time.sleep, 5)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(CheckerDied):
+            await checker.result(stale)
+        # Found broken when called, or when waited for: either way the next call gets a pool.
+        try:
+            fresh = await checker.result(checker.submit_call(os.getpid))
+        except CheckerDied:
+            fresh = await checker.result(checker.submit_call(os.getpid))
+        with pytest.raises(CheckerDied):
+            await checker.result(stale)  # the old pool's call, waited for again
+        assert await checker.result(checker.submit_call(os.getpid)) == fresh  # same pool
+    finally:
+        checker.close()
+
+
 def test_sync_uses_a_checking_process_per_core_within_bounds(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
